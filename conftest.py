@@ -1,0 +1,2 @@
+# Root conftest: lets the project's own tests drive pytest in subprocesses.
+pytest_plugins = ["pytester"]

@@ -1,0 +1,41 @@
+"""pytest-vdens: private user+network namespaces wired to VDE networks, for tests.
+
+The engine (this package minus plugin.py) works without pytest::
+
+    from pytest_vdens import Namespace
+    with Namespace() as a, Namespace() as b:      # both on the embedded switch
+        a.run(["ip", "addr", "add", "10.0.0.1/24", "dev", "vde0"], check=True)
+"""
+
+from .client import shutdown
+from .errors import (
+    ArgumentError,
+    CallCrashed,
+    HelperError,
+    InterfaceNameError,
+    NamespaceClosed,
+    NetworkError,
+    RemoteTraceback,
+    TunError,
+    UserNamespaceError,
+    VdensError,
+)
+from .namespace import Namespace
+
+
+def default_switch_url() -> str:
+    """vde:// URL of this process's embedded switch (started on first use).
+
+    Other VDE programs (vdens, vde_plug, qemu) can join it there.
+    """
+    from .client import helper
+
+    url: str = helper().request("default_switch")[0]["url"]
+    return url
+
+
+__all__ = [
+    "ArgumentError", "CallCrashed", "HelperError", "InterfaceNameError", "Namespace",
+    "NamespaceClosed", "NetworkError", "RemoteTraceback", "TunError", "UserNamespaceError",
+    "VdensError", "default_switch_url", "shutdown",
+]

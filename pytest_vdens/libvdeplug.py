@@ -1,0 +1,137 @@
+"""ctypes binding of the real libvdeplug (vdeplug4): open, send, recv, fds, close."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+from pathlib import Path
+
+from .errors import NetworkError
+
+# VDE_ETHBUFSIZE in libvdeplug.h: the largest frame a VDE network carries.
+ETHBUFSIZE = 9216 + 14 + 4
+
+_NO_NETWORK = ("", "-", "no")
+
+
+def _load() -> ctypes.CDLL:
+    name = ctypes.util.find_library("vdeplug") or "libvdeplug.so.2"
+    try:
+        lib = ctypes.CDLL(name, use_errno=True)
+    except OSError as e:
+        raise NetworkError(
+            f"cannot load libvdeplug ({name}): {e}; install it with "
+            "`apt install libvdeplug2 vdeplug`"
+        ) from None
+    lib.vde_open_real.restype = ctypes.c_void_p
+    lib.vde_open_real.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p]
+    for fn in (lib.vde_recv, lib.vde_send):
+        fn.restype = ctypes.c_ssize_t
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    for fn in (lib.vde_datafd, lib.vde_ctlfd, lib.vde_close):
+        fn.restype = ctypes.c_int
+        fn.argtypes = [ctypes.c_void_p]
+    return lib
+
+
+_lib: ctypes.CDLL | None = None
+
+
+def lib() -> ctypes.CDLL:
+    """The loaded libvdeplug, loaded on first use."""
+    global _lib
+    if _lib is None:
+        _lib = _load()
+    return _lib
+
+
+def scheme(url: str) -> str:
+    """The plugin a URL selects: the part before '://', or 'vde' for a bare path."""
+    return url.split("://", 1)[0] if "://" in url else "vde"
+
+
+def plugin_dirs() -> list[Path]:
+    """Where libvdeplug looks for libvdeplug_<scheme>.so, in its order."""
+    lib()
+    dirs = [Path(p) for p in os.environ.get("VDEPLUGIN_PATH", "").split(":") if p]
+    with open("/proc/self/maps") as maps:
+        loaded = {line.split()[-1] for line in maps if "/libvdeplug.so" in line}
+    for path in sorted(loaded):
+        dirs += [Path(path).parent / "vdeplug", Path(path).parent]
+    return dirs + [Path("/usr/local/lib/vdeplug"), Path("/usr/lib/vdeplug")]
+
+
+def plugin_available(name: str) -> bool:
+    """Whether libvdeplug_<name>.so is installed where libvdeplug looks."""
+    return any((d / f"libvdeplug_{name}.so").exists() for d in plugin_dirs())
+
+
+def is_no_network(url: str) -> bool:
+    """vdens's spellings of 'no interface'."""
+    return url.strip() in _NO_NETWORK
+
+
+def _open_error(url: str, err: int) -> NetworkError:
+    name = scheme(url)
+    if not plugin_available(name):
+        hint = "`apt install libvdeplug-slirp`" if name == "slirp" else (
+            "use one of vde://, vxvde://, slirp://, ptp://, udp://, hub://, switch://, null://, "
+            "or a switch directory path")
+        return NetworkError(f"cannot open VDE network {url!r}: no libvdeplug plugin "
+                            f"'libvdeplug_{name}.so' for scheme {name!r}; {hint}")
+    if name == "vde" and err in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTDIR):
+        path = url.split("://", 1)[-1]
+        return NetworkError(
+            f"cannot open VDE network {url!r}: no VDE switch at {path!r} "
+            f"({os.strerror(err)}); start one with `vde_plug switch://{path} null://` "
+            f"or `vde_switch -s {path}`, or fix the path")
+    cause = os.strerror(err) if err else "the plugin rejected the URL"
+    return NetworkError(f"cannot open VDE network {url!r}: {cause}; check the URL syntax "
+                        f"in vde_plug(1) for the {name}:// plugin")
+
+
+class VdeConn:
+    """One libvdeplug connection (a VDECONN*)."""
+
+    def __init__(self, url: str, descr: str = "pytest-vdens") -> None:
+        if "\0" in url:
+            raise NetworkError(f"cannot open VDE network {url!r}: it contains a NUL byte")
+        self.url = url
+        ctypes.set_errno(0)
+        handle = lib().vde_open_real(url.encode(), descr.encode(), 1, None)
+        if not handle:
+            raise _open_error(url, ctypes.get_errno())
+        self.handle: int | None = handle
+
+    @property
+    def datafd(self) -> int:
+        return int(lib().vde_datafd(self.handle))
+
+    @property
+    def ctlfd(self) -> int:
+        """The control fd (EOF when the switch goes away), or -1 if the plugin has none."""
+        return int(lib().vde_ctlfd(self.handle))
+
+    def send(self, frame: bytes) -> int:
+        return int(lib().vde_send(self.handle, frame, len(frame), 0))
+
+    def recv(self, size: int = ETHBUFSIZE) -> bytes:
+        buf = ctypes.create_string_buffer(size)
+        n = lib().vde_recv(self.handle, buf, size, 0)
+        if n < 0:
+            e = ctypes.get_errno()
+            raise OSError(e, os.strerror(e))
+        return buf.raw[:n]
+
+    def close(self) -> None:
+        if self.handle is not None:
+            lib().vde_close(self.handle)
+            self.handle = None
+
+    def __enter__(self) -> VdeConn:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,293 @@
+"""The Namespace handle: run commands and Python code inside a private network stack."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import resource
+import signal
+import subprocess
+import sys
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NoReturn, TypeVar
+
+import prctl
+
+from . import capabilities, client, kernel
+from .errors import ArgumentError, CallCrashed, NamespaceClosed, RemoteTraceback, VdensError
+from .libvdeplug import is_no_network
+from .resolver import check_resolvconf, parse_addresses
+
+T = TypeVar("T")
+
+_NSTYPES = {"user": kernel.CLONE_NEWUSER, "net": kernel.CLONE_NEWNET,
+            "mnt": kernel.CLONE_NEWNS, "pid_for_children": kernel.CLONE_NEWPID}
+_JOIN_ORDER = ("user", "net", "mnt", "pid_for_children")
+
+Nets = str | Sequence[str | None] | None
+
+
+def normalize_nets(nets: Nets) -> list[str | None]:
+    """A list of URLs (None: the embedded switch) from what a user may write."""
+    if nets is None:
+        return [None]
+    if isinstance(nets, str):
+        return [] if is_no_network(nets) else [nets]
+    if not isinstance(nets, Iterable):
+        raise ArgumentError(f"nets={nets!r} is not a list of VDE URLs; "
+                            "write e.g. nets=['vde:///tmp/sw'] or nets='-' for none")
+    out: list[str | None] = []
+    for url in nets:
+        if url is not None and not isinstance(url, str):
+            raise ArgumentError(f"network {url!r} in nets is not a string; "
+                                "write a libvdeplug URL such as 'vde:///tmp/sw'")
+        out.append(url)
+    if any(u is not None and is_no_network(u) for u in out):
+        if len(out) > 1:
+            raise ArgumentError(f"nets={nets!r} mixes '-'/'no' (no interface) with networks; "
+                                "drop the '-' or the networks")
+        return []
+    return out
+
+
+def describe_status(status: int) -> str:
+    """'killed by SIGSEGV' or 'exited with status 3', from a waitpid status."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        return f"killed by {name}"
+    return f"exited with status {os.waitstatus_to_exitcode(status)}"
+
+
+class Namespace:
+    """A private user+network namespace wired to VDE networks.
+
+    `nets` lists libvdeplug URLs, one interface each (`vde0`, `vde1`, ...);
+    None (the default) means this process's embedded switch, and "-" or "no"
+    means no interface. Code and commands inside get `caps` (vdens's set by
+    default), scoped to the namespace.
+    """
+
+    def __init__(self, nets: Nets = None, *, iface: str = "vde",
+                 resolver: str | Iterable[str] | None = None,
+                 resolvconf: str | os.PathLike[str] | None = None,
+                 sysadm: bool = False, caps: Iterable[str] | None = None) -> None:
+        urls = normalize_nets(nets)
+        if not isinstance(iface, str):
+            raise ArgumentError(f"iface={iface!r} is not a string; use e.g. 'vde' or 'eth'")
+        self.caps = capabilities.resolve(caps, sysadm)
+        addrs = parse_addresses(resolver)
+        conf = None if addrs else check_resolvconf(resolvconf)
+        self._helper = client.helper()
+        reply, fds = self._helper.request(
+            "open", nets=urls, iface=iface, resolver=addrs, resolvconf=conf,
+            mnt=bool(addrs or conf or sysadm))
+        self.id: int = reply["id"]
+        #: Interface names inside, in the order of `nets`.
+        self.interfaces: tuple[str, ...] = tuple(reply["interfaces"])
+        #: The URL each interface is connected to (the embedded switch's resolved).
+        self.nets: tuple[str, ...] = tuple(reply["nets"])
+        #: PID (in this process's PID namespace) of the namespace's init.
+        self.init_pid: int = reply["init"]
+        self._fds: dict[str, int] = dict(zip(reply["nsnames"], fds))
+        self._procs: list[subprocess.Popen[Any]] = []
+        self.closed = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<Namespace {self.id} {state} {dict(zip(self.interfaces, self.nets))}>"
+
+    def __enter__(self) -> Namespace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- entering -------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise NamespaceClosed(f"{self!r} is closed; make a new Namespace")
+
+    def _join(self) -> None:
+        """Join the namespaces (the PID one for our children) and keep only our caps."""
+        try:
+            cwd: str | None = os.getcwd()
+        except OSError:
+            cwd = None
+        for name in _JOIN_ORDER:
+            if name in self._fds:
+                kernel.setns(self._fds[name], _NSTYPES[name])
+        if cwd is not None and "mnt" in self._fds:
+            os.chdir(cwd)  # setns(CLONE_NEWNS) moved us to the root
+        capabilities.confine(self.caps)
+
+    def _enter(self) -> None:
+        """In a just-forked, single-threaded child: move into the namespace.
+
+        Joining a PID namespace only applies to children, and the kernel refuses
+        threads to a process whose children land in another PID namespace. So we
+        fork once more: the grandchild returns, inside; this process stays as a
+        relay that forwards signals and mirrors the grandchild's exit status.
+        """
+        self._check_open()
+        self._join()
+        child = os.fork()
+        if child:
+            _relay(child)
+        prctl.set_pdeathsig(signal.SIGKILL)
+        if os.getppid() != 0:  # our relay (outside, so invisible: 0) is already gone
+            os._exit(1)
+
+    def fork(self) -> int:
+        """os.fork() into the namespace: 0 in the child, which runs inside.
+
+        The parent gets the pid of a relay process that forwards signals to the
+        child and exits as it does, so os.kill/os.waitpid on it work as usual.
+        Its descendants are all inside and die when the namespace closes.
+        """
+        self._check_open()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                self._enter()
+            except BaseException:  # pragma: no cover - kernel refused
+                traceback.print_exc()
+                os._exit(70)
+        return pid
+
+    def _preexec(self, user_fn: Callable[[], Any] | None) -> Callable[[], None]:
+        def preexec() -> None:
+            self._enter()
+            if user_fn is not None:
+                user_fn()
+        return preexec
+
+    # -- commands -------------------------------------------------------------
+
+    def run(self, argv: Any, **kw: Any) -> subprocess.CompletedProcess[Any]:
+        """subprocess.run() inside the namespace."""
+        self._check_open()
+        kw["preexec_fn"] = self._preexec(kw.get("preexec_fn"))
+        return subprocess.run(argv, **kw)
+
+    def popen(self, argv: Any, **kw: Any) -> subprocess.Popen[Any]:
+        """subprocess.Popen() inside the namespace; killed at close() if still running."""
+        self._check_open()
+        kw["preexec_fn"] = self._preexec(kw.get("preexec_fn"))
+        proc = subprocess.Popen(argv, **kw)
+        self._procs = [p for p in self._procs if p.returncode is None] + [proc]
+        return proc
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """fn(*args, **kwargs) in a forked child inside the namespace.
+
+        The return value comes back pickled; an exception is re-raised here,
+        with the inside traceback as its __cause__.
+        """
+        self._check_open()
+        r, w = os.pipe()
+        pid = self.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            os.close(r)
+            _call_child(w, fn, args, kwargs)
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            data = f.read()
+        _, status = os.waitpid(pid, 0)
+        if not data:
+            raise CallCrashed(f"{getattr(fn, '__qualname__', fn)!r} in {self!r} died without "
+                              f"returning: {describe_status(status)}")
+        kind, tb, payload = pickle.loads(data)
+        try:
+            value = pickle.loads(payload)
+        except Exception as e:
+            raise VdensError(f"{getattr(fn, '__qualname__', fn)!r} inside {self!r}: its "
+                             f"{'result' if kind == 'ok' else 'exception'} could not be "
+                             f"unpickled ({e!r})\n{tb}") from None
+        if kind == "ok":
+            return value  # type: ignore[no-any-return]
+        raise value from RemoteTraceback(tb)
+
+    # -- state ----------------------------------------------------------------
+
+    def errors(self) -> list[str]:
+        """What went wrong on this namespace's networks (e.g. a switch that died)."""
+        self._check_open()
+        reply, _ = self._helper.request("status", id=self.id)
+        return list(reply["errors"])
+
+    def close(self) -> None:
+        """Kill everything inside and release the namespace; idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self._procs.clear()
+        try:
+            if self._helper.owner == os.getpid():
+                self._helper.request("close", id=self.id)
+        finally:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+
+
+
+def _call_child(w: int, fn: Callable[..., Any], args: Any, kwargs: Any) -> None:
+    """Body of Namespace.call()'s child. Never returns."""
+    try:
+        kind, value, tb = "ok", fn(*args, **kwargs), ""
+    except BaseException as e:
+        kind, value, tb = "error", e, traceback.format_exc()
+    try:
+        payload = pickle.dumps(value)
+    except Exception as e:
+        kind, tb = "error", f"{tb}(could not send the {'result' if kind == 'ok' else 'exception'} back: {e!r})\n"
+        payload = pickle.dumps(CallCrashed(f"unpicklable result: {e!r}"))
+    try:
+        with os.fdopen(w, "wb") as f:
+            f.write(pickle.dumps((kind, tb, payload)))
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(0)
+
+
+_RELAYED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1,
+            signal.SIGUSR2, signal.SIGALRM, signal.SIGCONT, signal.SIGWINCH)
+
+
+def _relay(child: int) -> NoReturn:
+    """Stand in for `child`: forward signals to it, then exit as it did."""
+    # Hold no fd: e.g. Popen waits for EOF on its error pipe before returning.
+    os.closerange(0, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+
+    def forward(sig: int, frame: object) -> None:
+        try:
+            os.kill(child, sig)
+        except ProcessLookupError:
+            pass
+
+    for relayed in _RELAYED:
+        signal.signal(relayed, forward)
+    try:
+        _, status = os.waitpid(child, 0)
+    except ChildProcessError:  # pragma: no cover
+        os._exit(1)
+    if os.WIFSIGNALED(status):
+        sig: int = os.WTERMSIG(status)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if sig != signal.SIGKILL:
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
+        os.kill(os.getpid(), sig)
+        os._exit(128 + sig)
+    os._exit(os.waitstatus_to_exitcode(status))

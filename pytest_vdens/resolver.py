@@ -1,0 +1,69 @@
+"""DNS resolver injection: a private /etc/resolv.conf inside a namespace's mount namespace."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Iterable
+
+from . import kernel
+from .errors import ArgumentError
+
+RESOLV_CONF = "/etc/resolv.conf"
+_SCRATCH = "/tmp"  # any directory: the tmpfs over it lives only while we write
+
+
+def parse_addresses(addrs: str | Iterable[str] | None) -> list[str]:
+    """Validated nameserver addresses from 'a,b' or a list; [] for none."""
+    if addrs is None:
+        return []
+    items = addrs.split(",") if isinstance(addrs, str) else list(addrs)
+    out = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ArgumentError(f"resolver address {item!r} is not a string; use e.g. '9.9.9.9'")
+        try:
+            out.append(str(ipaddress.ip_address(item.strip())))
+        except ValueError:
+            raise ArgumentError(f"resolver address {item!r} is not an IPv4 or IPv6 address; "
+                                "use e.g. '9.9.9.9' or '2620:fe::fe'") from None
+    if isinstance(addrs, str) and not out:
+        raise ArgumentError(f"resolver {addrs!r} names no address; use e.g. '9.9.9.9,2620:fe::fe'")
+    return out
+
+
+def check_resolvconf(path: str | os.PathLike[str] | None) -> str | None:
+    """The absolute path of a user's resolv.conf file, checked to be a readable file."""
+    if path is None:
+        return None
+    p = os.path.abspath(os.fspath(path))
+    if not os.path.isfile(p) or not os.access(p, os.R_OK):
+        raise ArgumentError(f"resolvconf {os.fspath(path)!r} is not a readable file; "
+                            "give the path of a resolv.conf(5) file")
+    return p
+
+
+def render(addrs: list[str]) -> str:
+    return "".join(f"nameserver {a}\n" for a in addrs)
+
+
+def install(addrs: list[str], resolvconf: str | None) -> None:
+    """Bind a generated (or given) resolv.conf over /etc/resolv.conf.
+
+    Runs inside a fresh mount namespace, which is first made private so that no
+    mount leaks to the host. A generated file is written to a tmpfs mounted for
+    a moment over /tmp, then only the bind mount keeps it: nothing on disk.
+    """
+    kernel.mount(None, "/", None, kernel.MS_REC | kernel.MS_PRIVATE)
+    if addrs:
+        kernel.mount("pytest-vdens", _SCRATCH, "tmpfs", 0)
+        try:
+            path = os.path.join(_SCRATCH, "resolv.conf")
+            with open(path, "w") as f:
+                f.write(render(addrs))
+            os.chmod(path, 0o444)
+            kernel.mount(path, RESOLV_CONF, None, kernel.MS_BIND)
+        finally:
+            kernel.umount_detach(_SCRATCH)
+    elif resolvconf:
+        kernel.mount(resolvconf, RESOLV_CONF, None, kernel.MS_BIND)

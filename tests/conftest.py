@@ -1,0 +1,95 @@
+"""Shared fixtures for the engine tests: real VDE peers, and network set-up helpers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pytest_vdens import Namespace
+
+ECHO_SERVER = r"""
+import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((host, port)); s.listen()
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    with c:
+        while data := c.recv(65536):
+            c.sendall(data)
+"""
+
+
+def configure(ns: Namespace, cidr: str, dev: str = "vde0") -> None:
+    """Give `dev` an address and bring it up, with ip(8) run inside."""
+    nodad = ["nodad"] if ":" in cidr else []  # usable at once, no duplicate detection wait
+    ns.run(["ip", "addr", "add", cidr, "dev", dev, *nodad], check=True)
+    ns.run(["ip", "link", "set", dev, "up"], check=True)
+
+
+def start_echo_server(ns: Namespace, host: str, port: int) -> subprocess.Popen[str]:
+    proc = ns.popen([sys.executable, "-c", ECHO_SERVER, host, str(port)],
+                    stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def echo(host: str, port: int, payload: bytes, timeout: float = 10.0) -> bytes:
+    """Connect, send payload, return what comes back (runs wherever it is called)."""
+    import socket
+
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        chunks = []
+        while data := s.recv(65536):
+            chunks.append(data)
+    return b"".join(chunks)
+
+
+def wait_until(cond: "object", timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():  # type: ignore[operator]
+            return True
+        time.sleep(0.02)
+    return bool(cond())  # type: ignore[operator]
+
+
+def alive(pid: int) -> bool:
+    """Running (not a zombie) process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.fixture
+def vde_switch(tmp_path: Path) -> Iterator[str]:
+    """A real vde2 vde_switch; yields its vde:// URL."""
+    exe = shutil.which("vde_switch")
+    if exe is None:
+        pytest.fail("vde_switch is not installed: apt install vde2")
+    sock = tmp_path / "vde_switch"
+    proc = subprocess.Popen([exe, "-s", str(sock)], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert wait_until(lambda: (sock / "ctl").exists()), "vde_switch did not start"
+    yield f"vde://{sock}"
+    proc.kill()
+    proc.wait()
+
+
+@pytest.fixture
+def unprivileged() -> bool:
+    return os.geteuid() != 0
