@@ -179,7 +179,7 @@ class Namespace:
         """subprocess.Popen() inside the namespace; killed at close() if still running."""
         self._check_open()
         kw["preexec_fn"] = self._preexec(kw.get("preexec_fn"))
-        proc = subprocess.Popen(argv, **kw)
+        proc = _RelayedPopen(argv, **kw)
         self._procs = [p for p in self._procs if p.returncode is None] + [proc]
         return proc
 
@@ -226,11 +226,6 @@ class Namespace:
         if self.closed:
             return
         self.closed = True
-        for proc in self._procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        self._procs.clear()
         try:
             if self._helper.owner == os.getpid():
                 self._helper.request("close", id=self.id)
@@ -238,6 +233,14 @@ class Namespace:
             for fd in self._fds.values():
                 os.close(fd)
             self._fds.clear()
+            # Their programs died with the namespace; the relays follow at once.
+            for proc in self._procs:
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            self._procs.clear()
 
 
 
@@ -261,6 +264,18 @@ def _call_child(w: int, fn: Callable[..., Any], args: Any, kwargs: Any) -> None:
         os._exit(0)
 
 
+_KILL_SIGNAL = signal.SIGRTMIN + 5  # asks a relay to SIGKILL its child
+
+
+class _RelayedPopen(subprocess.Popen[Any]):
+    """A Popen whose pid is a relay (see Namespace._enter)."""
+
+    def send_signal(self, sig: int) -> None:
+        # SIGKILL cannot be forwarded: the relay would die first and orphan
+        # the program outside the namespace's reaper. Ask the relay instead.
+        super().send_signal(_KILL_SIGNAL if sig == signal.SIGKILL else sig)
+
+
 _RELAYED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1,
             signal.SIGUSR2, signal.SIGALRM, signal.SIGCONT, signal.SIGWINCH)
 
@@ -278,6 +293,7 @@ def _relay(child: int) -> NoReturn:
 
     for relayed in _RELAYED:
         signal.signal(relayed, forward)
+    signal.signal(_KILL_SIGNAL, lambda sig, frame: forward(signal.SIGKILL, frame))
     try:
         _, status = os.waitpid(child, 0)
     except ChildProcessError:  # pragma: no cover

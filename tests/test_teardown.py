@@ -1,0 +1,169 @@
+"""Closing a namespace, or losing the process that made it, leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+from pytest_vdens import Namespace
+from pytest_vdens.client import helper
+
+from .conftest import alive, configure, wait_until
+
+
+def ns_inode(ns: Namespace, kind: str = "net") -> str:
+    fd = ns._fds[kind]
+    return os.readlink(f"/proc/self/fd/{fd}")
+
+
+def processes_in(link: str) -> list[int]:
+    """Live processes whose network namespace is `link` (e.g. 'net:[4026532]')."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry}/ns/net") == link and alive(int(entry)):
+                    found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def holders_of(link: str) -> list[str]:
+    """Every process or fd that still keeps namespace `link` alive."""
+    found = [f"pid {p}" for p in processes_in(link)]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                for fd in os.listdir(f"/proc/{entry}/fd"):
+                    if os.readlink(f"/proc/{entry}/fd/{fd}") == link:
+                        found.append(f"fd {fd} of pid {entry}")
+            except OSError:
+                pass
+    return found
+
+
+def tun_fds(pid: int) -> int:
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        try:
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                count += "iff:" in f.read()
+        except OSError:
+            pass
+    return count
+
+
+def test_close_kills_every_process_started_inside() -> None:
+    ns = Namespace()
+    net = ns_inode(ns)
+    ns.popen(["sh", "-c", "sleep 1000 & sleep 1001 & wait"])
+    ns.run(["sh", "-c", "setsid sleep 1002 >/dev/null 2>&1 < /dev/null &"])  # a daemon
+    ns.call(lambda: subprocess.Popen(["sleep", "1003"]) and None)
+    assert wait_until(lambda: len(processes_in(net)) >= 5)  # + init and sh
+    ns.close()
+    assert processes_in(net) == []
+
+
+def test_close_releases_the_taps_and_the_network_namespace() -> None:
+    h = helper()
+    taps_before = tun_fds(h.pid)
+    ns = Namespace([None, None, None])
+    configure(ns, "10.9.0.1/24")
+    assert tun_fds(h.pid) == taps_before + 3
+    net = ns_inode(ns)
+    ns.close()
+    # no fd and no process holds it: the kernel deletes it and its taps
+    assert tun_fds(h.pid) == taps_before
+    assert holders_of(net) == []
+
+
+def test_closing_many_namespaces_is_not_serialised_on_tap_deletion() -> None:
+    import time
+
+    spaces = [Namespace([None, None]) for _ in range(20)]
+    start = time.perf_counter()
+    for ns in spaces:
+        ns.close()
+    per_ns = (time.perf_counter() - start) / len(spaces)
+    # a synchronous tap deletion costs ~25 ms each (two per namespace here)
+    assert per_ns < 0.025, f"{per_ns * 1000:.1f} ms per close"
+
+
+LOSE_PARENT = textwrap.dedent("""
+    import os, sys, time
+    from pytest_vdens import Namespace
+    from pytest_vdens.client import helper
+    a, b = Namespace(), Namespace(["slirp://"])
+    daemon = a.popen(["sh", "-c", "sleep 1000 & wait"])
+    print(helper().pid, helper().tmpdir, a.init_pid, b.init_pid, daemon.pid, flush=True)
+    {ending}
+""")
+
+
+def run_and_lose(ending: str) -> list[str]:
+    proc = subprocess.Popen([sys.executable, "-c", LOSE_PARENT.format(ending=ending)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    fields = proc.stdout.readline().split()
+    proc.wait(30)
+    return fields
+
+
+def check_all_gone(fields: list[str]) -> None:
+    helper_pid, tmpdir, *pids = fields
+    assert os.path.isdir(tmpdir) is False or wait_until(lambda: not os.path.exists(tmpdir), 2)
+    for pid in [int(helper_pid), *map(int, pids)]:
+        assert wait_until(lambda: not alive(pid), 2), f"pid {pid} survived"
+    assert not os.path.exists(tmpdir)
+    leftovers = subprocess.run(["pgrep", "-f", f"switch://{tmpdir}"], capture_output=True, text=True)
+    assert leftovers.stdout == ""
+
+
+def test_the_helper_and_everything_it_made_die_with_a_killed_parent() -> None:
+    check_all_gone(run_and_lose("os.kill(os.getpid(), 9)"))
+
+
+def test_the_helper_cleans_up_when_its_parent_exits_normally() -> None:
+    check_all_gone(run_and_lose("sys.exit(0)"))
+
+
+def test_the_helper_survives_its_parent_thread_exiting() -> None:
+    # PDEATHSIG fires when the *thread* that started the helper ends
+    script = textwrap.dedent("""
+        import threading, time
+        from pytest_vdens import Namespace
+        from pytest_vdens.client import helper
+        t = threading.Thread(target=lambda: Namespace().close())
+        t.start(); t.join()
+        time.sleep(0.3)
+        with Namespace() as ns:
+            print(ns.run(["true"]).returncode, flush=True)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.stdout == "0\n", out.stderr
+
+
+def test_shutdown_stops_the_helper_and_the_embedded_switch() -> None:
+    script = textwrap.dedent("""
+        import os
+        import pytest_vdens
+        from pytest_vdens.client import helper
+        url = pytest_vdens.default_switch_url()
+        pid, tmp = helper().pid, helper().tmpdir
+        assert os.path.exists(url[len("vde://"):] + "/ctl")
+        pytest_vdens.shutdown()
+        print(pid, tmp, flush=True)
+        import time; time.sleep(30)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        pid, tmp = proc.stdout.readline().split()
+        assert not alive(int(pid)) and not os.path.exists(tmp)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
