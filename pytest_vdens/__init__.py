@@ -7,6 +7,7 @@ The engine (this package minus plugin.py) works without pytest::
         a.run(["ip", "addr", "add", "10.0.0.1/24", "dev", "vde0"], check=True)
 """
 
+from . import capabilities
 from .client import shutdown
 from .errors import (
     ArgumentError,
@@ -23,6 +24,16 @@ from .errors import (
 from .namespace import Namespace
 
 
+def drop_caps(*names: str) -> None:
+    """Drop capabilities (all, if none is named) from this process, like cadrop(1).
+
+    For code running inside a namespace (Namespace.call, a marked test).
+    """
+    drop = capabilities.resolve(names) if names else capabilities.names()
+    held = tuple(n for n in capabilities.names() if n not in drop)
+    capabilities.lower(held)
+
+
 def default_switch_url() -> str:
     """vde:// URL of this process's embedded switch (started on first use).
 
@@ -37,5 +48,5 @@ def default_switch_url() -> str:
 __all__ = [
     "ArgumentError", "CallCrashed", "HelperError", "InterfaceNameError", "Namespace",
     "NamespaceClosed", "NetworkError", "RemoteTraceback", "TunError", "UserNamespaceError",
-    "VdensError", "default_switch_url", "shutdown",
+    "VdensError", "default_switch_url", "drop_caps", "shutdown",
 ]

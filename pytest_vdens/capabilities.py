@@ -15,6 +15,7 @@ DEFAULT_CAPS = ("net_admin", "net_raw", "net_bind_service", "net_broadcast")
 _PR_CAPBSET_DROP = 24
 _PR_CAP_AMBIENT = 47
 _PR_CAP_AMBIENT_RAISE = 2
+_PR_CAP_AMBIENT_LOWER = 3
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
@@ -75,5 +76,17 @@ def confine(caps: tuple[str, ...]) -> None:
     prctl.cap_inheritable.limit(*keep)
     for cap in keep:
         _libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE, cap, 0, 0)
+    prctl.cap_effective.limit(*keep)
+    prctl.cap_permitted.limit(*keep)
+
+
+def lower(caps: tuple[str, ...]) -> None:
+    """Keep only `caps` (a subset of what we hold) in this process and what it execs."""
+    keep = {number(c) for c in caps}
+    for cap in range(_LAST_CAP + 1):
+        if cap not in keep:
+            _libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_LOWER, cap, 0, 0)
+            _libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0)  # only while we hold SETPCAP
+    prctl.cap_inheritable.limit(*keep)
     prctl.cap_effective.limit(*keep)
     prctl.cap_permitted.limit(*keep)

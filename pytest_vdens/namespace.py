@@ -113,8 +113,8 @@ class Namespace:
         if self.closed:
             raise NamespaceClosed(f"{self!r} is closed; make a new Namespace")
 
-    def _join(self) -> None:
-        """Join the namespaces (the PID one for our children) and keep only our caps."""
+    def _join(self, caps: tuple[str, ...]) -> None:
+        """Join the namespaces (the PID one for our children) and keep only `caps`."""
         try:
             cwd: str | None = os.getcwd()
         except OSError:
@@ -124,9 +124,9 @@ class Namespace:
                 kernel.setns(self._fds[name], _NSTYPES[name])
         if cwd is not None and "mnt" in self._fds:
             os.chdir(cwd)  # setns(CLONE_NEWNS) moved us to the root
-        capabilities.confine(self.caps)
+        capabilities.confine(caps)
 
-    def _enter(self) -> None:
+    def _enter(self, caps: tuple[str, ...] | None = None) -> None:
         """In a just-forked, single-threaded child: move into the namespace.
 
         Joining a PID namespace only applies to children, and the kernel refuses
@@ -135,7 +135,7 @@ class Namespace:
         relay that forwards signals and mirrors the grandchild's exit status.
         """
         self._check_open()
-        self._join()
+        self._join(self.caps if caps is None else caps)
         child = os.fork()
         if child:
             _relay(child)
@@ -160,26 +160,42 @@ class Namespace:
                 os._exit(70)
         return pid
 
-    def _preexec(self, user_fn: Callable[[], Any] | None) -> Callable[[], None]:
+    def _preexec(self, kw: dict[str, Any]) -> dict[str, Any]:
+        """Popen keywords that start the program inside, with the caps asked for."""
+        self._check_open()
+        caps = None if kw.get("caps") is None else capabilities.resolve(kw["caps"])
+        user_fn = kw.get("preexec_fn")
+
         def preexec() -> None:
-            self._enter()
+            self._enter(caps)
             if user_fn is not None:
                 user_fn()
-        return preexec
+
+        return {**{k: v for k, v in kw.items() if k != "caps"}, "preexec_fn": preexec}
+
+    def drop_caps(self, *names: str) -> None:
+        """Drop capabilities (all, if none is named), like cadrop(1).
+
+        Programs and code started afterwards do without them, and so does the
+        calling process if it runs inside this namespace (a marked test).
+        """
+        drop = set(capabilities.resolve(names)) if names else set(self.caps)
+        self.caps = tuple(c for c in self.caps if c not in drop)
+        if os.readlink("/proc/self/ns/net") == os.readlink(f"/proc/self/fd/{self._fds['net']}"):
+            capabilities.lower(self.caps)
 
     # -- commands -------------------------------------------------------------
 
     def run(self, argv: Any, **kw: Any) -> subprocess.CompletedProcess[Any]:
-        """subprocess.run() inside the namespace."""
-        self._check_open()
-        kw["preexec_fn"] = self._preexec(kw.get("preexec_fn"))
-        return subprocess.run(argv, **kw)
+        """subprocess.run() inside the namespace; `caps=[...]` overrides its capabilities."""
+        return subprocess.run(argv, **self._preexec(kw))
 
     def popen(self, argv: Any, **kw: Any) -> subprocess.Popen[Any]:
-        """subprocess.Popen() inside the namespace; killed at close() if still running."""
-        self._check_open()
-        kw["preexec_fn"] = self._preexec(kw.get("preexec_fn"))
-        proc = _RelayedPopen(argv, **kw)
+        """subprocess.Popen() inside the namespace; killed at close() if still running.
+
+        `caps=[...]` overrides its capabilities.
+        """
+        proc = _RelayedPopen(argv, **self._preexec(kw))
         self._procs = [p for p in self._procs if p.returncode is None] + [proc]
         return proc
 
