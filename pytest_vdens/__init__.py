@@ -22,6 +22,7 @@ from .errors import (
     VdensError,
 )
 from .namespace import Namespace
+from .switch import Switch
 
 
 def drop_caps(*names: str) -> None:
@@ -47,6 +48,6 @@ def default_switch_url() -> str:
 
 __all__ = [
     "ArgumentError", "CallCrashed", "HelperError", "InterfaceNameError", "Namespace",
-    "NamespaceClosed", "NetworkError", "RemoteTraceback", "TunError", "UserNamespaceError",
+    "NamespaceClosed", "NetworkError", "RemoteTraceback", "Switch", "TunError", "UserNamespaceError",
     "VdensError", "default_switch_url", "drop_caps", "shutdown",
 ]

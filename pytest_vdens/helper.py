@@ -19,10 +19,8 @@ import select
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
-import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,8 +32,9 @@ from pyroute2.netlink.rtnl import RTM_NEWLINK
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 from . import kernel, protocol, resolver
-from .errors import HelperError, NetworkError, VdensError, by_name
+from .errors import HelperError, VdensError, by_name
 from .libvdeplug import ETHBUFSIZE, VdeConn, lib
+from .switch import SwitchProcess
 
 _BATCH = 64
 _ETH_MIN = 14
@@ -185,9 +184,11 @@ class Helper:
     def __init__(self, ctl: socket.socket, parent: int) -> None:
         self.ctl = ctl
         self.parent = parent
-        self.tmpdir = tempfile.mkdtemp(prefix="pytest-vdens-")
-        self.switch: subprocess.Popen[bytes] | None = None
-        self.switch_path = ""
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+        self.tmpdir = tempfile.mkdtemp(prefix=f"pytest-vdens-{worker}{'-' if worker else ''}")
+        self.switches: dict[int, SwitchProcess] = {}
+        self.dying: list[SwitchProcess] = []
+        self.default_id = 0
         self.namespaces: dict[int, Netns] = {}
         self.next_id = 1
         self.ep = select.epoll()
@@ -213,6 +214,7 @@ class Helper:
                     handler(events)
             if os.getppid() != self.parent:
                 break
+            self.dying = [sw for sw in self.dying if not sw.reap()]
 
     def on_request(self, events: int) -> None:
         try:
@@ -258,7 +260,7 @@ class Helper:
             for c in conns:
                 c.close()
             raise
-        ns.links = [self.link(Link(n, u, c, t)) for n, u, c, t in zip(ifnames, urls, conns, taps)]
+        ns.links = [self.link(Link(n, u, c, t)) for n, u, c, t in zip(ifnames, urls, conns, taps, strict=True)]
         self.namespaces[ns.id] = ns
         return ({"ok": True, "id": ns.id, "interfaces": ifnames, "nets": urls,
                  "init": ns.init_pid, "nsnames": names}, nsfds)
@@ -352,51 +354,42 @@ class Helper:
             os.waitpid(ns.init_pid, 0)
         os.close(ns.init_pidfd)
 
-    # -- the embedded switch --------------------------------------------------
+    # -- embedded switches ----------------------------------------------------
+
+    def op_switch_open(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        sw = self.new_switch()
+        return {"ok": True, "id": self.next_id - 1, "url": sw.url}, []
+
+    def op_switch_close(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        sw = self.switches.pop(req["id"], None)
+        if sw is not None:
+            sw.stop()
+            self.dying.append(sw)
+        return {"ok": True}, []
+
+    def new_switch(self) -> SwitchProcess:
+        sw = SwitchProcess(os.path.join(self.tmpdir, f"sw{self.next_id}"))
+        self.switches[self.next_id] = sw
+        self.next_id += 1
+        return sw
 
     def default_switch(self) -> str:
-        """vde:// URL of this helper's own switch, started on first use."""
-        if self.switch is not None and self.switch.poll() is None:
-            return f"vde://{self.switch_path}"
-        exe = shutil.which("vde_plug")
-        if exe is None:
-            raise NetworkError("the embedded switch needs vde_plug, which is not installed; "
-                               "install it with `apt install vdeplug`, or give nets= explicitly")
-        self.switch_path = os.path.join(self.tmpdir, f"switch{self.next_id}")
-        self.switch = subprocess.Popen(
-            [exe, f"switch://{self.switch_path}", "null://"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            preexec_fn=lambda: prctl.set_pdeathsig(signal.SIGTERM))
-        ctl = os.path.join(self.switch_path, "ctl")
-        deadline = time.monotonic() + 10
-        while not os.path.exists(ctl):
-            if self.switch.poll() is not None or time.monotonic() > deadline:
-                err = self.switch.communicate()[1].decode(errors="replace").strip()
-                self.stop_switch()
-                raise NetworkError(f"the embedded switch `vde_plug switch://{self.switch_path} "
-                                   f"null://` did not start: {err or 'timeout'}")
-            time.sleep(0.001)
-        assert self.switch.stderr is not None
-        self.switch.stderr.close()
-        return f"vde://{self.switch_path}"
-
-    def stop_switch(self) -> None:
-        if self.switch is not None:
-            if self.switch.poll() is None:
-                self.switch.terminate()
-                try:
-                    self.switch.wait(5)
-                except subprocess.TimeoutExpired:
-                    self.switch.kill()
-                    self.switch.wait()
-            self.switch = None
+        """vde:// URL of this helper's default switch, started on first use."""
+        sw = self.switches.get(self.default_id)
+        if sw is None or not sw.running:
+            sw = self.new_switch()
+            self.default_id = self.next_id - 1
+        return sw.url
 
     def shutdown(self) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finish cleaning up, whatever comes
         for ns in list(self.namespaces.values()):
             self.destroy(ns)
         self.namespaces.clear()
-        self.stop_switch()
+        for sw in self.switches.values():
+            sw.stop()
+        for sw in [*self.switches.values(), *self.dying]:
+            sw.reap(5)
         shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 

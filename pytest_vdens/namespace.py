@@ -93,13 +93,13 @@ class Namespace:
         self.nets: tuple[str, ...] = tuple(reply["nets"])
         #: PID (in this process's PID namespace) of the namespace's init.
         self.init_pid: int = reply["init"]
-        self._fds: dict[str, int] = dict(zip(reply["nsnames"], fds))
+        self._fds: dict[str, int] = dict(zip(reply["nsnames"], fds, strict=True))
         self._procs: list[subprocess.Popen[Any]] = []
         self.closed = False
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
-        return f"<Namespace {self.id} {state} {dict(zip(self.interfaces, self.nets))}>"
+        return f"<Namespace {self.id} {state} {dict(zip(self.interfaces, self.nets, strict=True))}>"
 
     def __enter__(self) -> Namespace:
         return self
@@ -269,7 +269,8 @@ def _call_child(w: int, fn: Callable[..., Any], args: Any, kwargs: Any) -> None:
     try:
         payload = pickle.dumps(value)
     except Exception as e:
-        kind, tb = "error", f"{tb}(could not send the {'result' if kind == 'ok' else 'exception'} back: {e!r})\n"
+        what = "result" if kind == "ok" else "exception"
+        kind, tb = "error", f"{tb}(could not send the {what} back: {e!r})\n"
         payload = pickle.dumps(CallCrashed(f"unpicklable result: {e!r}"))
     try:
         with os.fdopen(w, "wb") as f:

@@ -117,7 +117,7 @@ def check_all_gone(fields: list[str]) -> None:
     helper_pid, tmpdir, *pids = fields
     assert os.path.isdir(tmpdir) is False or wait_until(lambda: not os.path.exists(tmpdir), 2)
     for pid in [int(helper_pid), *map(int, pids)]:
-        assert wait_until(lambda: not alive(pid), 2), f"pid {pid} survived"
+        assert wait_until(lambda p=pid: not alive(p), 2), f"pid {pid} survived"
     assert not os.path.exists(tmpdir)
     leftovers = subprocess.run(["pgrep", "-f", f"switch://{tmpdir}"], capture_output=True, text=True)
     assert leftovers.stdout == ""
