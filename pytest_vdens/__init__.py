@@ -18,6 +18,7 @@ from .errors import (
     NetworkError,
     RemoteTraceback,
     TunError,
+    Unavailable,
     UserNamespaceError,
     VdensError,
 )
@@ -48,6 +49,6 @@ def default_switch_url() -> str:
 
 __all__ = [
     "ArgumentError", "CallCrashed", "HelperError", "InterfaceNameError", "Namespace",
-    "NamespaceClosed", "NetworkError", "RemoteTraceback", "Switch", "TunError", "UserNamespaceError",
+    "NamespaceClosed", "NetworkError", "RemoteTraceback", "Switch", "Unavailable", "TunError", "UserNamespaceError",
     "VdensError", "default_switch_url", "drop_caps", "shutdown",
 ]

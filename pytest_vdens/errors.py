@@ -19,11 +19,15 @@ class ArgumentError(VdensError, ValueError):
     """Any other bad argument (capability name, resolver address, ...)."""
 
 
-class TunError(VdensError):
+class Unavailable(VdensError):
+    """This machine cannot make namespaces: no user namespaces, tun or VDE software."""
+
+
+class TunError(Unavailable):
     """/dev/net/tun could not be used to make a tap."""
 
 
-class UserNamespaceError(VdensError):
+class UserNamespaceError(Unavailable):
     """The kernel refused to make a user namespace."""
 
 

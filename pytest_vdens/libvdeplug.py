@@ -8,7 +8,7 @@ import errno
 import os
 from pathlib import Path
 
-from .errors import NetworkError
+from .errors import NetworkError, Unavailable
 
 # VDE_ETHBUFSIZE in libvdeplug.h: the largest frame a VDE network carries.
 ETHBUFSIZE = 9216 + 14 + 4
@@ -21,7 +21,7 @@ def _load() -> ctypes.CDLL:
     try:
         lib = ctypes.CDLL(name, use_errno=True)
     except OSError as e:
-        raise NetworkError(
+        raise Unavailable(
             f"cannot load libvdeplug ({name}): {e}; install it with "
             "`apt install libvdeplug2 vdeplug`"
         ) from None

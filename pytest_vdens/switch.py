@@ -12,7 +12,7 @@ from typing import Any
 import prctl
 
 from . import client
-from .errors import NetworkError
+from .errors import NetworkError, Unavailable
 
 
 class SwitchProcess:
@@ -21,7 +21,7 @@ class SwitchProcess:
     def __init__(self, path: str) -> None:
         exe = shutil.which("vde_plug")
         if exe is None:
-            raise NetworkError("the embedded switch needs vde_plug, which is not installed; "
+            raise Unavailable("the embedded switch needs vde_plug, which is not installed; "
                                "install it with `apt install vdeplug`, or give nets= explicitly")
         self.path = path
         self.url = f"vde://{path}"

@@ -1,0 +1,334 @@
+"""pytest glue: the vdens marker, its fixtures and options. The engine lives elsewhere."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pytest
+from _pytest.skipping import evaluate_skip_marks
+
+from . import capabilities, inside
+from .errors import ArgumentError, Unavailable, VdensError
+from .namespace import Namespace, normalize_nets
+from .resolver import check_resolvconf, parse_addresses
+from .switch import Switch
+
+MARKER = """vdens(nets=None, iface="vde", resolver=None, resolvconf=None, sysadm=False, caps=None, \
+scope="function"): run this test INSIDE a private user+network namespace (pytest-vdens). \
+Setup, call and teardown happen in a child forked from pytest that joins the namespace, so \
+function-scoped fixtures live inside; fixtures of wider scope are set up outside first and shared. \
+nets: libvdeplug URLs, one interface each (vde0, vde1, ...; vde://, vxvde://, slirp://, ptp://, \
+switch://, hub://, udp://, null://, or a switch path); omitted: the test's default network \
+(--vdens-switch, else an embedded switch of its own); "-" or "no": no interface. \
+iface: interface name prefix. resolver: DNS server addresses for /etc/resolv.conf ("a,b" or a \
+list). resolvconf: a file to use as /etc/resolv.conf. caps: capabilities inside (None: \
+NET_ADMIN, NET_RAW, NET_BIND_SERVICE, NET_BROADCAST; [] for none). sysadm: add SYS_ADMIN. \
+scope: "function" for a fresh namespace, "session" to share one per worker."""
+
+KEYS = ("nets", "iface", "resolver", "resolvconf", "sysadm", "caps", "scope")
+SCOPES = ("function", "session")
+FIXTURES = ("vdens_ns", "make_vdens_ns", "vdens_switch")
+
+_ACTIVE = pytest.StashKey[Namespace]()
+_SWITCH = pytest.StashKey[str]()
+_STATE = pytest.StashKey["State"]()
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a namespace should be: the marker's (or factory's) arguments, checked."""
+
+    nets: tuple[str | None, ...] = (None,)
+    iface: str = "vde"
+    resolver: tuple[str, ...] = ()
+    resolvconf: str | None = None
+    sysadm: bool = False
+    caps: tuple[str, ...] | None = None
+    scope: str = "function"
+
+    @classmethod
+    def parse(cls, base: Spec, where: str, args: Sequence[Any], kwargs: dict[str, Any]) -> Spec:
+        if len(args) > 1:
+            raise ArgumentError(f"{where} takes at most one positional argument (nets), "
+                                f"got {len(args)}: {args!r}")
+        if args:
+            kwargs = {"nets": args[0], **kwargs}
+        unknown = sorted(set(kwargs) - set(KEYS))
+        if unknown:
+            raise ArgumentError(f"{where} got unknown argument(s) {', '.join(unknown)}; "
+                                f"allowed: {', '.join(KEYS)}")
+        spec = replace(base)
+        if "nets" in kwargs:
+            spec = replace(spec, nets=tuple(normalize_nets(kwargs["nets"])))
+        if "iface" in kwargs:
+            if not isinstance(kwargs["iface"], str):
+                raise ArgumentError(f"{where}: iface={kwargs['iface']!r} is not a string; "
+                                    "use e.g. 'vde' or 'eth'")
+            spec = replace(spec, iface=kwargs["iface"])
+        if "resolver" in kwargs:
+            spec = replace(spec, resolver=tuple(parse_addresses(kwargs["resolver"])))
+        if "resolvconf" in kwargs:
+            spec = replace(spec, resolvconf=check_resolvconf(kwargs["resolvconf"]))
+        if "sysadm" in kwargs:
+            if not isinstance(kwargs["sysadm"], bool):
+                raise ArgumentError(f"{where}: sysadm={kwargs['sysadm']!r} must be True or False")
+            spec = replace(spec, sysadm=kwargs["sysadm"])
+        if "caps" in kwargs:
+            caps = kwargs["caps"]
+            spec = replace(spec, caps=None if caps is None else capabilities.resolve(caps))
+        if "scope" in kwargs:
+            if kwargs["scope"] not in SCOPES:
+                raise ArgumentError(f"{where}: scope={kwargs['scope']!r} is not one of "
+                                    f"{', '.join(map(repr, SCOPES))}")
+            spec = replace(spec, scope=kwargs["scope"])
+        return spec
+
+    def make(self, default_url: str) -> Namespace:
+        return Namespace([default_url if n is None else n for n in self.nets], iface=self.iface,
+                         resolver=list(self.resolver) or None, resolvconf=self.resolvconf,
+                         sysadm=self.sysadm, caps=self.caps)
+
+
+class State:
+    """Per-process plugin state: options, and what lives for the whole session."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.switches: list[str] = _option(config, "vdens_switch") or []
+        self.base = Spec(iface=_option(config, "vdens_iface") or "vde",
+                         resolver=tuple(parse_addresses(_option(config, "vdens_resolver") or None)))
+        self.unavailable = _option(config, "vdens_unavailable") or "fail"
+        if self.unavailable not in ("fail", "skip"):
+            raise pytest.UsageError(f"--vdens-unavailable={self.unavailable!r}: use fail or skip")
+        self.session_switch: Switch | None = None
+        self.session_spaces: dict[tuple[Spec, str], Namespace] = {}
+
+    def session_url(self) -> str:
+        """Default network of session-scoped namespaces: one switch per worker."""
+        if self.switches:
+            return self.switches[0]
+        if self.session_switch is None:
+            self.session_switch = Switch()
+        return self.session_switch.url
+
+    def session_namespace(self, spec: Spec, url: str) -> Namespace:
+        key = (spec, url)
+        if key not in self.session_spaces:
+            self.session_spaces[key] = self.guard(lambda: spec.make(url))
+        return self.session_spaces[key]
+
+    def guard(self, make: Callable[[], Any]) -> Any:
+        """make(), turning 'this machine cannot do namespaces' into a skip if asked to."""
+        try:
+            return make()
+        except Unavailable as e:
+            if self.unavailable == "skip":
+                pytest.skip(f"pytest-vdens: {e}")
+            raise
+
+    def close(self) -> None:
+        for ns in self.session_spaces.values():
+            ns.close()
+        self.session_spaces.clear()
+        if self.session_switch is not None:
+            self.session_switch.close()
+
+
+def _option(config: pytest.Config, name: str) -> Any:
+    value = config.getoption(name)
+    return value if value is not None else config.getini(name)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("vdens", "private network namespaces (pytest-vdens)")
+    group.addoption("--vdens-switch", action="append", dest="vdens_switch", metavar="URL",
+                    help="VDE network for the tests' default interface (repeat it to run the "
+                         "vdens tests against each). Default: an embedded switch per test.")
+    group.addoption("--vdens-iface", dest="vdens_iface", metavar="PREFIX",
+                    help="interface name prefix (default: vde)")
+    group.addoption("--vdens-resolver", dest="vdens_resolver", metavar="ADDRS",
+                    help="DNS servers for /etc/resolv.conf inside, e.g. 10.0.0.53,fd00::53")
+    group.addoption("--vdens-unavailable", dest="vdens_unavailable", choices=("fail", "skip"),
+                    help="when this machine cannot make namespaces (no user namespaces, no "
+                         "/dev/net/tun): fail (default) or skip the tests that need them")
+    parser.addini("vdens_switch", "default VDE network URLs, one per line", type="linelist")
+    parser.addini("vdens_iface", "interface name prefix (default: vde)")
+    parser.addini("vdens_resolver", "DNS servers for /etc/resolv.conf inside")
+    parser.addini("vdens_unavailable", "fail or skip when namespaces are unavailable")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER)
+    try:
+        config.stash[_STATE] = State(config)
+    except VdensError as e:
+        raise pytest.UsageError(f"pytest-vdens: {e}") from None
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(_STATE, None)
+    if state is not None:
+        state.close()
+
+
+def _switch_id(url: str) -> str:
+    scheme, _, rest = url.rpartition("://")
+    tail = rest.rstrip("/").rsplit("/", 1)[-1] or rest
+    return re.sub(r"[^\w.:-]+", "_", f"{scheme or 'vde'}-{tail}")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    urls = metafunc.config.stash[_STATE].switches
+    marked = metafunc.definition.get_closest_marker("vdens") is not None
+    if len(urls) > 1 and (marked or any(f in metafunc.fixturenames for f in FIXTURES)):
+        if "vdens_switch" not in metafunc.fixturenames:
+            metafunc.fixturenames.append("vdens_switch")
+        ids = [_switch_id(u) for u in urls]
+        ids = [i if ids.count(i) == 1 else f"{i}{n}" for n, i in enumerate(ids)]
+        metafunc.parametrize("vdens_switch", urls, ids=ids, indirect=True)
+
+
+# -- tests that run inside --------------------------------------------------------------
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+    marker = item.get_closest_marker("vdens")
+    if marker is None or evaluate_skip_marks(item) is not None:
+        return None
+    item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    for report in _run_marked(item, nextitem, marker):
+        item.ihook.pytest_runtest_logreport(report=report)
+    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True
+
+
+def _run_marked(item: pytest.Item, nextitem: pytest.Item | None,
+                marker: pytest.Mark) -> list[pytest.TestReport]:
+    state = item.config.stash[_STATE]
+    made: list[Namespace | Switch] = []  # ours to close after the test
+
+    def prepare() -> Namespace:
+        try:
+            return make()
+        except VdensError as e:
+            error = e
+        pytest.fail(f"pytest-vdens: {error}", pytrace=False)
+
+    def make() -> Namespace:
+        spec = Spec.parse(state.base, "@pytest.mark.vdens", marker.args, dict(marker.kwargs))
+        inside.setup_wider_fixtures(item)
+        url = _param_url(item)
+        if spec.scope == "session":
+            return state.session_namespace(spec, url or state.session_url())
+        url = url or (state.switches[0] if state.switches else "")
+        uses_default = None in spec.nets or any(f in item.fixturenames for f in FIXTURES)  # type: ignore[attr-defined]
+        if not url and uses_default:
+            made.append(state.guard(Switch))
+            url = made[-1].url  # type: ignore[union-attr]
+        item.stash[_SWITCH] = url
+        ns: Namespace = state.guard(lambda: spec.make(url))
+        made.append(ns)
+        return ns
+
+    spaces: list[Namespace] = []
+    failed = inside.report_error(item, "setup", lambda: spaces.append(prepare()))
+    try:
+        if failed is not None:
+            reports = [failed]
+        else:
+            item.stash[_ACTIVE] = spaces[0]
+            reports = inside.run(item, nextitem, spaces[0])
+    finally:
+        for thing in reversed(made):
+            thing.close()
+        if _ACTIVE in item.stash:
+            del item.stash[_ACTIVE]
+    # the item's wider fixtures and collectors are ours to tear down
+    teardown = inside.report_error(
+        item, "teardown", lambda: item.session._setupstate.teardown_exact(nextitem))
+    if teardown is not None:
+        reports = [r for r in reports if not (r.when == "teardown" and r.passed)] + [teardown]
+    elif reports[-1].when != "teardown":
+        reports.append(pytest.TestReport(item.nodeid, item.location, {}, "passed", None, "teardown"))
+    item._request = False  # type: ignore[attr-defined]
+    item.funcargs = None  # type: ignore[attr-defined]
+    return reports
+
+
+def _param_url(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("vdens_switch") if callspec is not None else None
+
+
+# -- fixtures ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def vdens_switch(request: pytest.FixtureRequest) -> Iterator[str]:
+    """URL of the VDE network that this test's namespaces join by default."""
+    active = request.node.stash.get(_SWITCH, None)
+    if active:
+        yield active
+        return
+    state = request.config.stash[_STATE]
+    url = getattr(request, "param", None) or (state.switches[0] if state.switches else None)
+    if url:
+        yield url
+        return
+    with state.guard(Switch) as switch:
+        yield switch.url
+
+
+@pytest.fixture
+def make_vdens_ns(request: pytest.FixtureRequest, vdens_switch: str) -> Iterator[Callable[..., Namespace]]:
+    """Factory: make_vdens_ns(nets=..., iface=, resolver=, resolvconf=, sysadm=, caps=).
+
+    Namespaces join this test's default network unless `nets` says otherwise;
+    all of them are closed at the end of the test.
+    """
+    state = request.config.stash[_STATE]
+    made: list[Namespace] = []
+
+    def make(*args: Any, **kwargs: Any) -> Namespace:
+        spec = Spec.parse(state.base, "make_vdens_ns()", args, kwargs)
+        if spec.scope != "function":
+            raise ArgumentError("make_vdens_ns(): scope must be 'function'; "
+                                "use vdens_session_ns for a namespace shared by the session")
+        ns: Namespace = state.guard(lambda: spec.make(vdens_switch))
+        made.append(ns)
+        return ns
+
+    yield make
+    for ns in made:
+        ns.close()
+
+
+@pytest.fixture
+def vdens_ns(request: pytest.FixtureRequest, vdens_switch: str) -> Iterator[Namespace]:
+    """A namespace for this test: in a marked test, the one it runs in; else from the options."""
+    active = request.node.stash.get(_ACTIVE, None)
+    if active is not None:
+        yield active
+        return
+    state = request.config.stash[_STATE]
+    with state.guard(lambda: state.base.make(vdens_switch)) as ns:
+        yield ns
+
+
+@pytest.fixture(scope="session")
+def vdens_session_ns(request: pytest.FixtureRequest) -> Namespace:
+    """One namespace per worker, on the session's default network."""
+    state = request.config.stash[_STATE]
+    return state.session_namespace(state.base, state.session_url())
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    state = config.stash.get(_STATE, None)
+    if state is None:
+        return None
+    where = ", ".join(state.switches) if state.switches else "an embedded switch per test"
+    return f"vdens: default network: {where}; worker pid {os.getpid()}"
