@@ -120,11 +120,16 @@ class Namespace:
         except OSError:
             cwd = None
         for name in _JOIN_ORDER:
-            if name in self._fds:
+            # already inside (a marked test): re-entering a user namespace is EINVAL
+            if name in self._fds and not self._inside(name):
                 kernel.setns(self._fds[name], _NSTYPES[name])
         if cwd is not None and "mnt" in self._fds:
             os.chdir(cwd)  # setns(CLONE_NEWNS) moved us to the root
         capabilities.confine(caps)
+
+    def _inside(self, name: str = "net") -> bool:
+        """Whether this process is already in our namespace of that kind."""
+        return os.readlink(f"/proc/self/ns/{name}") == os.readlink(f"/proc/self/fd/{self._fds[name]}")
 
     def _enter(self, caps: tuple[str, ...] | None = None) -> None:
         """In a just-forked, single-threaded child: move into the namespace.
@@ -136,11 +141,12 @@ class Namespace:
         """
         self._check_open()
         self._join(self.caps if caps is None else caps)
+        relay = os.getpid()
         child = os.fork()
         if child:
             _relay(child)
         prctl.set_pdeathsig(signal.SIGKILL)
-        if os.getppid() != 0:  # our relay (outside, so invisible: 0) is already gone
+        if os.getppid() not in (0, relay):  # the relay (0 if outside our PID ns) is gone
             os._exit(1)
 
     def fork(self) -> int:
@@ -181,7 +187,7 @@ class Namespace:
         """
         drop = set(capabilities.resolve(names)) if names else set(self.caps)
         self.caps = tuple(c for c in self.caps if c not in drop)
-        if os.readlink("/proc/self/ns/net") == os.readlink(f"/proc/self/fd/{self._fds['net']}"):
+        if self._inside():
             capabilities.lower(self.caps)
 
     # -- commands -------------------------------------------------------------

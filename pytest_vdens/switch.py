@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from typing import Any
@@ -13,6 +14,16 @@ import prctl
 
 from . import client
 from .errors import NetworkError, Unavailable
+
+
+def _listening(path: str) -> bool:
+    # The socket file appears at bind(), before listen(): only a connect tells.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(path)
+        except OSError:
+            return False
+    return True
 
 
 class SwitchProcess:
@@ -31,7 +42,7 @@ class SwitchProcess:
             preexec_fn=lambda: prctl.set_pdeathsig(signal.SIGTERM))  # it removes DIR on SIGTERM
         ctl = os.path.join(path, "ctl")
         deadline = time.monotonic() + 10
-        while not os.path.exists(ctl):
+        while not _listening(ctl):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 err = self.proc.communicate()[1].decode(errors="replace").strip()
