@@ -236,7 +236,8 @@ def test_resolver_injected_by_the_marker(pytester: pytest.Pytester) -> None:
 
 
 def test_caps_and_session_scope_from_the_marker(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile("""
+    log = pytester.path / "nets"
+    pytester.makepyfile(f"""
         import os, socket
         import pytest
 
@@ -245,18 +246,25 @@ def test_caps_and_session_scope_from_the_marker(pytester: pytest.Pytester) -> No
             with pytest.raises(PermissionError):
                 socket.socket().bind(("127.0.0.1", 80))
 
-        pids = []
+        def note(scope):
+            with open({str(log)!r}, "a") as f:
+                f.write(scope + " " + os.readlink("/proc/self/ns/net") + "\\n")
 
         @pytest.mark.vdens(scope="session")
         @pytest.mark.parametrize("n", range(3))
-        def test_shared(n, vdens_ns):
-            with open("/tmp/.pytest-vdens-session-" + str(os.getppid()), "a"):
-                pass
-            # the same namespace each time: same init
-            assert vdens_ns.init_pid == int(os.environ.get("FIRST_INIT", vdens_ns.init_pid))
-            os.environ["FIRST_INIT"] = str(vdens_ns.init_pid)
+        def test_shared(n):
+            note("session")
+
+        @pytest.mark.vdens
+        @pytest.mark.parametrize("n", range(2))
+        def test_fresh(n):
+            note("function")
     """)
-    run(pytester).assert_outcomes(passed=4)
+    run(pytester).assert_outcomes(passed=6)
+    lines = log.read_text().split("\n")[:-1]
+    shared = {line for line in lines if line.startswith("session")}
+    fresh = {line for line in lines if line.startswith("function")}
+    assert len(lines) == 5 and len(shared) == 1 and len(fresh) == 2
 
 
 @pytest.mark.parametrize("args, words", [
