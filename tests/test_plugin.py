@@ -418,3 +418,31 @@ def test_unavailable_namespaces_can_skip(pytester: pytest.Pytester) -> None:
     result = pytester.run("unshare", "-Urm", "sh", "-c", cmd, sys.executable)
     result.assert_outcomes(passed=1, skipped=2)
     result.stdout.fnmatch_lines(["*pytest-vdens: cannot open /dev/net/tun*modprobe tun*"])
+
+
+def test_iface_and_resolver_options_set_the_defaults(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+
+        def test_fixture(vdens_ns):
+            assert vdens_ns.interfaces == ("eth0",)
+            out = vdens_ns.run(["cat", "/etc/resolv.conf"], capture_output=True, text=True)
+            assert out.stdout == "nameserver 192.0.2.9\\n"
+
+        @pytest.mark.vdens
+        def test_marked(vdens_ns):
+            assert vdens_ns.interfaces == ("eth0",)
+            assert open("/etc/resolv.conf").read() == "nameserver 192.0.2.9\\n"
+
+        @pytest.mark.vdens(iface="net", resolver="192.0.2.10")
+        def test_marker_wins():
+            assert open("/etc/resolv.conf").read() == "nameserver 192.0.2.10\\n"
+    """)
+    run(pytester, "--vdens-iface", "eth", "--vdens-resolver", "192.0.2.9").assert_outcomes(passed=3)
+
+
+def test_bad_options_are_usage_errors(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_x(): pass")
+    result = run(pytester, "--vdens-resolver", "not-an-address")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*pytest-vdens*'not-an-address'*IPv4 or IPv6*"])
