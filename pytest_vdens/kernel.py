@@ -96,13 +96,21 @@ def umount_detach(target: str) -> None:
 
 
 def write_identity_maps(uid: int, gid: int) -> None:
-    """Map our own uid/gid to themselves in a fresh user namespace, as vdens does."""
-    with open("/proc/self/uid_map", "w") as f:
-        f.write(f"{uid} {uid} 1")
+    """Map our own uid/gid to themselves in a fresh user namespace, as vdens does.
+
+    Mapping uid 0 needs CAP_SETFCAP where we came from (Linux >= 5.12): root
+    inside a namespace that lacks it (a nested one) stays unmapped, shown as
+    the overflow uid, with the same rights.
+    """
     with open("/proc/self/setgroups", "w") as f:
         f.write("deny")
-    with open("/proc/self/gid_map", "w") as f:
-        f.write(f"{gid} {gid} 1")
+    for path, ident in (("/proc/self/uid_map", uid), ("/proc/self/gid_map", gid)):
+        try:
+            with open(path, "w") as f:
+                f.write(f"{ident} {ident} 1")
+        except PermissionError:
+            if ident != 0:
+                raise
 
 
 def check_ifname_prefix(prefix: str, count: int) -> None:
