@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import os
 import signal
 import subprocess
@@ -46,14 +48,33 @@ def holders_of(link: str) -> list[str]:
     return found
 
 
-def tun_fds(pid: int) -> int:
+_TUNGETDEVNETNS = 0x54E3
+_SYS_PIDFD_GETFD = 438
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def taps_in(pid: int, net: str) -> int:
+    """How many tap fds process `pid` holds whose device lives in network namespace `net`."""
     count = 0
-    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
-        try:
-            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-                count += "iff:" in f.read()
-        except OSError:
-            pass
+    pidfd = os.pidfd_open(pid)
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+            try:
+                with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                    if "iff:" not in f.read():
+                        continue
+            except OSError:
+                continue
+            mine = _libc.syscall(_SYS_PIDFD_GETFD, pidfd, int(fd), 0)
+            assert mine >= 0, os.strerror(ctypes.get_errno())
+            try:
+                nsfd = fcntl.ioctl(mine, _TUNGETDEVNETNS)
+                count += os.readlink(f"/proc/self/fd/{nsfd}") == net
+                os.close(nsfd)
+            finally:
+                os.close(mine)
+    finally:
+        os.close(pidfd)
     return count
 
 
@@ -70,14 +91,13 @@ def test_close_kills_every_process_started_inside() -> None:
 
 def test_close_releases_the_taps_and_the_network_namespace() -> None:
     h = helper()
-    taps_before = tun_fds(h.pid)
     ns = Namespace([None, None, None])
     configure(ns, "10.9.0.1/24")
-    assert tun_fds(h.pid) == taps_before + 3
     net = ns_inode(ns)
+    assert taps_in(h.pid, net) == 3
     ns.close()
     # no fd and no process holds it: the kernel deletes it and its taps
-    assert tun_fds(h.pid) == taps_before
+    assert taps_in(h.pid, net) == 0
     assert holders_of(net) == []
 
 

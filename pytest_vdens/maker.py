@@ -1,0 +1,266 @@
+"""Making namespaces, in the helper: the maker child, the namespace's init, and a pool.
+
+A maker is a child of the helper that unshares user+net+pid (+mnt), writes the
+identity uid/gid map, makes the taps, brings lo up and forks the namespace's
+init (PID 1). The taps and namespace fds come back over SCM_RIGHTS. The pool
+makes the next namespace of a kind ahead of time, while a test runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import prctl
+
+from . import kernel, protocol, resolver
+from .errors import HelperError, VdensError, by_name
+
+Spec = dict[str, Any]  # ifnames, mnt, resolver, resolvconf
+
+
+def _lo_up_message() -> bytes:
+    """RTM_NEWLINK 'lo up', encoded by pyroute2; a new netns's lo is index 1.
+
+    Encoded once, in a throwaway child: importing pyroute2 here would double
+    the helper's memory, and with it the cost of every fork.
+    """
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.close(r)
+        try:
+            from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
+            from pyroute2.netlink.rtnl import RTM_NEWLINK
+            from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
+            msg = ifinfmsg()
+            msg["index"] = 1
+            msg["flags"] = msg["change"] = 1  # IFF_UP
+            msg["header"]["type"] = RTM_NEWLINK
+            msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK
+            msg["header"]["sequence_number"] = 1
+            msg.encode()
+            os.write(w, bytes(msg.data))
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    if not data:
+        raise HelperError("pyroute2 could not encode a netlink message: is it installed?")
+    return data
+
+
+_LO_UP = b""  # set by prepare()
+
+
+def _bring_lo_up() -> None:
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as nl:
+        nl.send(_LO_UP)
+        ack = nl.recv(4096)
+    err = int.from_bytes(ack[16:20], sys.byteorder, signed=True)
+    if err:
+        raise OSError(-err, f"bringing lo up: {os.strerror(-err)}")
+
+
+def _namespace_child(sock: socket.socket, keeper: int, req: dict[str, Any]) -> None:
+    """In the forked child: make the namespace, send back taps and ns fds. Never returns."""
+    try:
+        os.closerange(3, sock.fileno())
+        os.closerange(sock.fileno() + 1, keeper)
+        os.closerange(keeper + 1, 65536)
+        prctl.set_pdeathsig(signal.SIGKILL)
+        uid, gid = os.geteuid(), os.getegid()
+        flags = kernel.CLONE_NEWUSER | kernel.CLONE_NEWNET | kernel.CLONE_NEWPID
+        if req["mnt"]:
+            flags |= kernel.CLONE_NEWNS
+        kernel.unshare(flags)
+        kernel.write_identity_maps(uid, gid)
+        if req["mnt"]:
+            resolver.install(req["resolver"], req["resolvconf"])
+        taps = [kernel.open_tap(name) for name in req["ifnames"]]
+        _bring_lo_up()
+        init = os.fork()
+        if init == 0:
+            _namespace_init(keeper)
+        names = ["user", "net", "pid_for_children"] + (["mnt"] if req["mnt"] else [])
+        nsfds = [os.open(f"/proc/self/ns/{n}", os.O_RDONLY | os.O_CLOEXEC) for n in names]
+        protocol.send(sock, {"ok": True, "init": init, "nsnames": names}, taps + nsfds)
+    except BaseException as e:
+        err = e if isinstance(e, VdensError) else HelperError(f"making the namespace failed: {e!r}")
+        try:
+            protocol.send(sock, {"ok": False, "error": type(err).__name__, "message": str(err)})
+        except OSError:
+            pass
+    os._exit(0)
+
+
+def _namespace_init(keeper: int) -> None:
+    """PID 1 of the namespace: reap orphans until the keeper pipe closes, then exit."""
+    os.closerange(3, keeper)
+    os.closerange(keeper + 1, 65536)
+    prctl.set_name("vdens-init")
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    poller = select.poll()
+    poller.register(keeper, select.POLLIN)
+    poller.register(wake_r, select.POLLIN)
+    while True:
+        for fd, _ in poller.poll():
+            if fd == keeper:
+                os._exit(0)
+            os.read(wake_r, 512)
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
+        except ChildProcessError:
+            pass
+
+
+def prepare() -> None:
+    """Once per helper, before any namespace is made."""
+    global _LO_UP
+    _LO_UP = _lo_up_message()
+
+
+@dataclass(eq=False)
+class Made:
+    """A namespace as its maker sent it: init, keeper pipe, taps, namespace fds."""
+
+    init_pid: int
+    init_pidfd: int
+    keeper: int
+    taps: list[int]
+    nsfds: list[int]
+    nsnames: list[str]
+
+    def end(self) -> None:
+        """Close the keeper: init exits and the kernel kills what is left inside."""
+        os.close(self.keeper)
+        if select.select([self.init_pidfd], [], [], 5.0)[0]:
+            os.waitpid(self.init_pid, 0)
+        os.close(self.init_pidfd)
+
+    def discard(self) -> None:
+        for fd in self.taps + self.nsfds:
+            os.close(fd)
+        self.end()
+
+
+@dataclass(eq=False)
+class Maker:
+    """A maker child at work."""
+
+    key: str
+    pid: int
+    sock: socket.socket
+    keeper: int
+    ntaps: int
+
+    @classmethod
+    def start(cls, spec: Spec) -> Maker:
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        keep_r, keep_w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            mine.close()
+            os.close(keep_w)
+            _namespace_child(theirs, keep_r, spec)
+        theirs.close()
+        os.close(keep_r)
+        return cls(key_of(spec), pid, mine, keep_w, len(spec["ifnames"]))
+
+    def finish(self) -> Made:
+        """Wait for the namespace (or the reason it could not be made)."""
+        try:
+            reply, fds = protocol.recv(self.sock)
+        except EOFError:
+            reply, fds = {"ok": False, "error": "HelperError",
+                          "message": "the namespace maker died"}, []
+        finally:
+            self.sock.close()
+            os.waitpid(self.pid, 0)
+        if not reply["ok"]:
+            os.close(self.keeper)
+            raise by_name(reply["error"])(reply["message"])
+        return Made(reply["init"], os.pidfd_open(reply["init"]), self.keeper,
+                    fds[:self.ntaps], fds[self.ntaps:], reply["nsnames"])
+
+
+def key_of(spec: Spec) -> str:
+    return json.dumps([spec["ifnames"], spec["mnt"], spec["resolver"], spec["resolvconf"]])
+
+
+class Pool:
+    """Namespaces made ahead, one per recently asked kind, while tests run."""
+
+    KINDS = 4
+
+    def __init__(self, watch: Callable[[int, Callable[[int], None]], None],
+                 unwatch: Callable[[int], None]) -> None:
+        self.watch, self.unwatch = watch, unwatch
+        self.ready: dict[str, list[Made]] = {}
+        self.making: dict[str, Maker] = {}
+        self.kinds: list[str] = []  # most recently asked last
+
+    def take(self, spec: Spec) -> Made:
+        """A namespace of this kind: made ahead if one is ready, else now."""
+        key = key_of(spec)
+        if self.ready.get(key):
+            return self.ready[key].pop()
+        maker = self.making.pop(key, None)
+        if maker is not None:
+            self.unwatch(maker.sock.fileno())
+        else:
+            maker = Maker.start(spec)
+        return maker.finish()
+
+    def refill(self, spec: Spec) -> None:
+        """Start making the next namespace of this kind, in the background."""
+        key = key_of(spec)
+        if key in self.kinds:
+            self.kinds.remove(key)
+        self.kinds.append(key)
+        for old in self.kinds[:-self.KINDS]:
+            self.forget(old)
+        if self.ready.get(key) or key in self.making:
+            return
+        maker = Maker.start(spec)
+        self.making[key] = maker
+        self.watch(maker.sock.fileno(), lambda ev: self.on_made(maker))
+
+    def on_made(self, maker: Maker) -> None:
+        self.unwatch(maker.sock.fileno())
+        del self.making[maker.key]
+        try:
+            self.ready.setdefault(maker.key, []).append(maker.finish())
+        except VdensError:
+            pass  # asked for again, it will fail in the open, with its reason
+
+    def forget(self, key: str) -> None:
+        self.kinds.remove(key)
+        for made in self.ready.pop(key, []):
+            made.discard()
+        maker = self.making.pop(key, None)
+        if maker is not None:
+            self.unwatch(maker.sock.fileno())
+            try:
+                maker.finish().discard()
+            except VdensError:
+                pass
+
+    def close(self) -> None:
+        for key in list(self.kinds):
+            self.forget(key)
