@@ -6,6 +6,7 @@ import ctypes
 import errno
 import fcntl
 import os
+import signal
 import struct
 
 from .errors import InterfaceNameError, TunError, UserNamespaceError
@@ -14,6 +15,7 @@ CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
+_CLONE_PARENT = 0x00008000
 
 MS_BIND = 4096
 MS_REC = 16384
@@ -39,15 +41,6 @@ def _check(ret: int, what: str) -> None:
     if ret != 0:
         e = ctypes.get_errno()
         raise OSError(e, f"{what}: {os.strerror(e)}")
-
-
-def unshare(flags: int) -> None:
-    """unshare(2); a refused user namespace becomes a UserNamespaceError with the fix."""
-    if _libc.unshare(flags) != 0:
-        e = ctypes.get_errno()
-        if flags & CLONE_NEWUSER and e in (errno.EPERM, errno.ENOSPC, errno.EACCES, errno.EUSERS):
-            raise UserNamespaceError(userns_hint(e))
-        raise OSError(e, f"unshare: {os.strerror(e)}")
 
 
 def userns_hint(err: int) -> str:
@@ -77,6 +70,62 @@ def userns_hint(err: int) -> str:
                      "kernel.unprivileged_userns_clone (older Debian), user.max_user_namespaces, "
                      "and seccomp filters of the container you run in")
     return msg + " Fix: " + "; ".join(fixes)
+
+
+_SYS_CLONE = {"x86_64": 56, "aarch64": 220, "riscv64": 220, "ppc64le": 120, "i686": 120,
+              "armv7l": 120, "s390x": 120}
+_pylibc = ctypes.PyDLL(None, use_errno=True)  # keeps the GIL: the child must own it
+
+
+def _raw_clone(flags: int) -> int:
+    machine = os.uname().machine
+    args = [flags | signal.SIGCHLD, 0, 0, 0, 0]
+    if machine == "s390x":  # clone(newsp, flags, ...) there
+        args[:2] = args[1::-1]
+    _pylibc.syscall.restype = ctypes.c_long
+    pid = int(_pylibc.syscall(*(ctypes.c_long(a) for a in [_SYS_CLONE[machine], *args])))
+    if pid < 0:
+        e = ctypes.get_errno()
+        if flags & CLONE_NEWUSER and e in (errno.EPERM, errno.ENOSPC, errno.EACCES, errno.EUSERS):
+            raise UserNamespaceError(userns_hint(e))
+        raise OSError(e, f"clone: {os.strerror(e)}")
+    return pid
+
+
+def fork_into(flags: int) -> int:
+    """fork() straight into new namespaces: 0 in the child, its pid in the parent.
+
+    With CLONE_NEWPID the child is PID 1 of its namespace, which saves the
+    second fork that unshare() would need. Like os.fork() without at-fork
+    hooks: only the calling thread goes on in the child.
+    """
+    if len(os.listdir("/proc/self/task")) == 1:
+        return _raw_clone(flags)
+    # Another thread may hold a libc lock (malloc): a real fork() first, then
+    # clone from that single-threaded copy, on our behalf (CLONE_PARENT).
+    r, w = os.pipe()
+    mid = os.fork()
+    if mid == 0:  # pragma: no cover - the intermediate
+        os.close(r)
+        try:
+            pid = _raw_clone(flags | _CLONE_PARENT)
+            if pid == 0:
+                os.close(w)
+                return 0
+            os.write(w, str(pid).encode())
+        except BaseException as e:
+            os.write(w, f"{type(e).__name__}:{getattr(e, 'errno', 0)}".encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        answer = f.read().decode()
+    os.waitpid(mid, 0)
+    if answer.isdigit():
+        return int(answer)
+    kind, _, err = answer.partition(":")
+    if kind == "UserNamespaceError":
+        raise UserNamespaceError(userns_hint(int(err)))
+    raise OSError(int(err or 0), f"clone: {kind}")
 
 
 def setns(fd: int, nstype: int) -> None:

@@ -1,8 +1,9 @@
 """Making namespaces, in the helper: the maker child, the namespace's init, and a pool.
 
-A maker is a child of the helper that unshares user+net+pid (+mnt), writes the
-identity uid/gid map, makes the taps, brings lo up and forks the namespace's
-init (PID 1). The taps and namespace fds come back over SCM_RIGHTS. The pool
+A maker is a child the helper clones straight into new user+net+pid (+mnt)
+namespaces: it writes the identity uid/gid map, makes the taps, brings lo up,
+sends the taps and namespace fds back over SCM_RIGHTS, and stays as the
+namespace's init (PID 1). The pool
 makes the next namespace of a kind ahead of time, while a test runs.
 """
 
@@ -72,36 +73,33 @@ def _bring_lo_up() -> None:
         raise OSError(-err, f"bringing lo up: {os.strerror(-err)}")
 
 
-def _namespace_child(sock: socket.socket, keeper: int, req: dict[str, Any]) -> None:
-    """In the forked child: make the namespace, send back taps and ns fds. Never returns."""
+def _namespace_child(sock: socket.socket, keeper: int, spec: Spec, uid: int, gid: int) -> None:
+    """PID 1 of a just-cloned namespace: set it up, send back taps and ns fds, then
+    be its init. Never returns."""
     try:
         os.closerange(3, sock.fileno())
         os.closerange(sock.fileno() + 1, keeper)
         os.closerange(keeper + 1, 65536)
         prctl.set_pdeathsig(signal.SIGKILL)
-        uid, gid = os.geteuid(), os.getegid()
-        flags = kernel.CLONE_NEWUSER | kernel.CLONE_NEWNET | kernel.CLONE_NEWPID
-        if req["mnt"]:
-            flags |= kernel.CLONE_NEWNS
-        kernel.unshare(flags)
         kernel.write_identity_maps(uid, gid)
-        if req["mnt"]:
-            resolver.install(req["resolver"], req["resolvconf"])
-        taps = [kernel.open_tap(name) for name in req["ifnames"]]
+        if spec["mnt"]:
+            resolver.install(spec["resolver"], spec["resolvconf"])
+        taps = [kernel.open_tap(name) for name in spec["ifnames"]]
         _bring_lo_up()
-        init = os.fork()
-        if init == 0:
-            _namespace_init(keeper)
-        names = ["user", "net", "pid_for_children"] + (["mnt"] if req["mnt"] else [])
+        names = ["user", "net", "pid_for_children"] + (["mnt"] if spec["mnt"] else [])
         nsfds = [os.open(f"/proc/self/ns/{n}", os.O_RDONLY | os.O_CLOEXEC) for n in names]
-        protocol.send(sock, {"ok": True, "init": init, "nsnames": names}, taps + nsfds)
+        protocol.send(sock, {"ok": True, "nsnames": names}, taps + nsfds)
     except BaseException as e:
         err = e if isinstance(e, VdensError) else HelperError(f"making the namespace failed: {e!r}")
         try:
             protocol.send(sock, {"ok": False, "error": type(err).__name__, "message": str(err)})
         except OSError:
             pass
-    os._exit(0)
+        os._exit(0)
+    for fd in taps + nsfds:
+        os.close(fd)
+    sock.close()
+    _namespace_init(keeper)
 
 
 def _namespace_init(keeper: int) -> None:
@@ -147,7 +145,8 @@ class Made:
     nsnames: list[str]
 
     def end(self) -> None:
-        """Close the keeper: init exits and the kernel kills what is left inside."""
+        """Kill init: the kernel kills what is left inside with it."""
+        signal.pidfd_send_signal(self.init_pidfd, signal.SIGKILL)
         os.close(self.keeper)
         if select.select([self.init_pidfd], [], [], 5.0)[0]:
             os.waitpid(self.init_pid, 0)
@@ -161,7 +160,7 @@ class Made:
 
 @dataclass(eq=False)
 class Maker:
-    """A maker child at work."""
+    """A maker child at work (it becomes the namespace's init)."""
 
     key: str
     pid: int
@@ -173,11 +172,22 @@ class Maker:
     def start(cls, spec: Spec) -> Maker:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         keep_r, keep_w = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
+        flags = kernel.CLONE_NEWUSER | kernel.CLONE_NEWNET | kernel.CLONE_NEWPID
+        if spec["mnt"]:
+            flags |= kernel.CLONE_NEWNS
+        uid, gid = os.geteuid(), os.getegid()
+        try:
+            pid = kernel.fork_into(flags)
+        except BaseException:
+            for fd in (mine, theirs):
+                fd.close()
+            for fd2 in (keep_r, keep_w):
+                os.close(fd2)
+            raise
         if pid == 0:  # pragma: no cover - the child
             mine.close()
             os.close(keep_w)
-            _namespace_child(theirs, keep_r, spec)
+            _namespace_child(theirs, keep_r, spec, uid, gid)
         theirs.close()
         os.close(keep_r)
         return cls(key_of(spec), pid, mine, keep_w, len(spec["ifnames"]))
@@ -191,11 +201,11 @@ class Maker:
                           "message": "the namespace maker died"}, []
         finally:
             self.sock.close()
-            os.waitpid(self.pid, 0)
         if not reply["ok"]:
             os.close(self.keeper)
+            os.waitpid(self.pid, 0)
             raise by_name(reply["error"])(reply["message"])
-        return Made(reply["init"], os.pidfd_open(reply["init"]), self.keeper,
+        return Made(self.pid, os.pidfd_open(self.pid), self.keeper,
                     fds[:self.ntaps], fds[self.ntaps:], reply["nsnames"])
 
 
