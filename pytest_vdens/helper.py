@@ -305,7 +305,6 @@ def main(argv: list[str] | None = None) -> None:
     ctl = socket.socket(fileno=fd)
     if os.getppid() != parent:
         return
-    maker.prepare()
     helper = Helper(ctl, parent)
     try:
         helper.serve()

@@ -14,6 +14,7 @@ import os
 import select
 import signal
 import socket
+import struct
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,46 +28,16 @@ from .errors import HelperError, VdensError, by_name
 Spec = dict[str, Any]  # ifnames, mnt, resolver, resolvconf
 
 
-def _lo_up_message() -> bytes:
-    """RTM_NEWLINK 'lo up', encoded by pyroute2; a new netns's lo is index 1.
-
-    Encoded once, in a throwaway child: importing pyroute2 here would double
-    the helper's memory, and with it the cost of every fork.
-    """
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        os.close(r)
-        try:
-            from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
-            from pyroute2.netlink.rtnl import RTM_NEWLINK
-            from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-
-            msg = ifinfmsg()
-            msg["index"] = 1
-            msg["flags"] = msg["change"] = 1  # IFF_UP
-            msg["header"]["type"] = RTM_NEWLINK
-            msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK
-            msg["header"]["sequence_number"] = 1
-            msg.encode()
-            os.write(w, bytes(msg.data))
-        finally:
-            os._exit(0)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        data = f.read()
-    os.waitpid(pid, 0)
-    if not data:
-        raise HelperError("pyroute2 could not encode a netlink message: is it installed?")
-    return data
-
-
-_LO_UP = b""  # set by prepare()
+# RTM_NEWLINK "lo up": nlmsghdr (len, type, flags REQUEST|ACK, seq, pid) then
+# ifinfomsg (family, type, index 1: a new netns's lo, flags/change IFF_UP).
+# tests/test_engine.py checks it against pyroute2's encoding; importing
+# pyroute2 here would cost every helper ~170 ms and double its fork cost.
+LO_UP = struct.pack("=IHHII", 32, 16, 5, 1, 0) + struct.pack("=BxHiII", 0, 0, 1, 1, 1)
 
 
 def _bring_lo_up() -> None:
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as nl:
-        nl.send(_LO_UP)
+        nl.send(LO_UP)
         ack = nl.recv(4096)
     err = int.from_bytes(ack[16:20], sys.byteorder, signed=True)
     if err:
@@ -125,12 +96,6 @@ def _namespace_init(keeper: int) -> None:
                 pass
         except ChildProcessError:
             pass
-
-
-def prepare() -> None:
-    """Once per helper, before any namespace is made."""
-    global _LO_UP
-    _LO_UP = _lo_up_message()
 
 
 @dataclass(eq=False)

@@ -305,6 +305,10 @@ _RELAYED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal
 
 def _relay(child: int) -> NoReturn:
     """Stand in for `child`: forward signals to it, then exit as it did."""
+    try:  # out of the terminal's group: a ^C reaches the child once, not twice
+        os.setpgid(0, 0)
+    except OSError:  # a session leader already
+        pass
     # Hold no fd: e.g. Popen waits for EOF on its error pipe before returning.
     os.closerange(0, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 

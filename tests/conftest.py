@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +14,9 @@ from pathlib import Path
 import pytest
 
 from pytest_vdens import Namespace
+
+# A project of its own, with hard-coded ports: tests/test_isolate.py runs it.
+collect_ignore = ["portclash"]
 
 ECHO_SERVER = r"""
 import socket, sys
@@ -75,6 +79,16 @@ def alive(pid: int) -> bool:
         return False
 
 
+def accepts_connections(url: str) -> bool:
+    """Whether a switch listens at url: its ctl file appears at bind(), before listen()."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(url.removeprefix("vde://") + "/ctl")
+        except OSError:
+            return False
+    return True
+
+
 @pytest.fixture
 def vde_switch(tmp_path: Path) -> Iterator[str]:
     """A real vde2 vde_switch; yields its vde:// URL."""
@@ -84,7 +98,7 @@ def vde_switch(tmp_path: Path) -> Iterator[str]:
     sock = tmp_path / "vde_switch"
     proc = subprocess.Popen([exe, "-s", str(sock)], stdin=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    assert wait_until(lambda: (sock / "ctl").exists()), "vde_switch did not start"
+    assert wait_until(lambda: accepts_connections(f"vde://{sock}")), "vde_switch did not start"
     yield f"vde://{sock}"
     proc.kill()
     proc.wait()

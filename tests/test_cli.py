@@ -6,14 +6,12 @@ import os
 import pty
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
-from .conftest import wait_until
 
 PYVDENS = [sys.executable, "-m", "pytest_vdens"]
 
@@ -32,22 +30,6 @@ time.sleep(0.3)  # a second copy of the signal would arrive by now
 print("got", *got, flush=True)
 sys.exit(40 + len(got))
 """
-
-
-def accepts_connections(url: str) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        try:
-            s.connect(url.removeprefix("vde://") + "/ctl")
-        except OSError:
-            return False
-    return True
-
-
-@pytest.fixture
-def vde_switch(vde_switch: str) -> str:
-    """conftest's vde_switch, once it listens: its ctl file appears just before."""
-    assert wait_until(lambda: accepts_connections(vde_switch)), "vde_switch does not listen"
-    return vde_switch
 
 
 def pyvdens(*args: str, env: dict[str, str] | None = None,

@@ -20,8 +20,8 @@ import pytest
 
 from pytest_vdens import Namespace
 
-from .conftest import configure, wait_until
-from .test_cli import SETTLE, accepts_connections, processes_with_arg, vde_switch  # noqa: F401
+from .conftest import accepts_connections, configure, wait_until
+from .test_cli import SETTLE, processes_with_arg
 
 PYVDENS = [sys.executable, "-m", "pytest_vdens"]
 DEFAULT_CAPS = 0x3C00  # NET_BIND_SERVICE, NET_BROADCAST, NET_ADMIN, NET_RAW
