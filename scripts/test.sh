@@ -23,7 +23,7 @@ if [ "$(id -u)" = 0 ] && [ -z "${PYTEST_VDENS_ROOT_ONLY:-}" ]; then
   user=${PYTEST_VDENS_TEST_USER:-vdenstest}
   id "$user" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$user"
   chmod 0666 /dev/net/tun
-  copy=$(mktemp -d /tmp/pytest-vdens-unpriv.XXXXXX)
+  copy=$(mktemp -d /tmp/vdens-unpriv.XXXXXX)
   trap 'rm -rf "$copy"' EXIT
   tar --exclude=./.venv --exclude=./.git --exclude='*.egg-info' -cf - . | tar -C "$copy" -xf -
   chown -R "$user": "$copy"
