@@ -6,6 +6,7 @@ import os
 import pickle
 import resource
 import signal
+import socket as _socket
 import subprocess
 import sys
 import traceback
@@ -49,6 +50,10 @@ def normalize_nets(nets: Nets) -> list[str | None]:
                                 "drop the '-' or the networks")
         return []
     return out
+
+
+def _family(host: object) -> int:
+    return _socket.AF_INET6 if isinstance(host, str) and ":" in host else _socket.AF_INET
 
 
 def describe_status(status: int) -> str:
@@ -234,6 +239,56 @@ class Namespace:
         if kind == "ok":
             return value  # type: ignore[no-any-return]
         raise value from RemoteTraceback(tb)
+
+    # -- sockets: made inside, used from here ----------------------------------
+
+    def socket(self, family: int = _socket.AF_INET, type: int = _socket.SOCK_STREAM,
+               proto: int = 0) -> _socket.socket:
+        """A socket made inside, for this process (its threads, asyncio) to use.
+
+        A socket keeps the network namespace it was made in: whatever this
+        process does with it happens in the namespace's network.
+        """
+        mine, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+        with mine, theirs:
+            def make() -> None:
+                with _socket.socket(family, type, proto) as sock:
+                    _socket.send_fds(theirs, [b"s"], [sock.fileno()])
+
+            self.call(make)
+            _, fds, _, _ = _socket.recv_fds(mine, 1, 1)
+        return _socket.socket(fileno=fds[0])
+
+    def connect(self, address: tuple[Any, ...], timeout: float | None = None) -> _socket.socket:
+        """A TCP connection to `address`, from inside the namespace."""
+        sock = self.socket(_family(address[0]))
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def listen(self, address: tuple[Any, ...], backlog: int = 128) -> _socket.socket:
+        """A TCP socket bound to `address` inside the namespace, listening."""
+        sock = self.socket(_family(address[0]))
+        try:
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.listen(backlog)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def iproute(self) -> Any:
+        """A pyroute2 IPRoute on a netlink socket made inside: links, addresses and
+        routes of the namespace, read and changed from here, without root."""
+        from pyroute2 import IPRoute
+
+        sock = self.socket(_socket.AF_NETLINK, _socket.SOCK_DGRAM, _socket.NETLINK_ROUTE)
+        return IPRoute(fileno=sock.detach())
 
     # -- state ----------------------------------------------------------------
 
