@@ -27,10 +27,13 @@ from typing import Any
 
 import prctl
 
-from . import kernel, maker, protocol
-from .errors import VdensError
+from . import addressing, kernel, maker, netlink, protocol
+from .errors import ArgumentError, VdensError
 from .forwarding import Forwarder, Link, LocalSwitch
 from .libvdeplug import VdeConn
+
+
+MAX_INTERFACES = protocol.MAX_FDS - 8  # taps, netlink and namespace fds in one message
 
 
 @dataclass(eq=False)
@@ -56,6 +59,7 @@ class Helper:
         self.switches: dict[int, LocalSwitch] = {}
         self.default_id = 0
         self.namespaces: dict[int, Netns] = {}
+        self.networks: dict[str, addressing.Network] = {}
         self.next_id = 1
         self.ep = select.epoll()
         self.handlers: dict[int, Callable[[int], None]] = {}
@@ -115,6 +119,9 @@ class Helper:
     def op_open(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
         prefix = req["iface"]
         kernel.check_ifname_prefix(prefix, len(req["nets"]))
+        if len(req["nets"]) > MAX_INTERFACES:
+            raise ArgumentError(f"{len(req['nets'])} networks: a namespace has at most "
+                                f"{MAX_INTERFACES} interfaces (their fds travel in one message)")
         urls = [self.default_switch() if u is None else u for u in req["nets"]]
         ifnames = [f"{prefix}{i}" for i in range(len(urls))]
         spec = {"ifnames": ifnames, "mnt": req["mnt"], "resolver": req["resolver"],
@@ -136,8 +143,52 @@ class Helper:
         self.next_id += 1
         self.namespaces[ns.id] = ns
         self.pool.refill(spec)  # the next test's, while this one runs
+        try:
+            addresses = self.address(ns, req.get("addr"), req.get("mac"))
+        except BaseException:
+            self.namespaces.pop(ns.id)
+            self.destroy(ns)
+            raise
         return ({"ok": True, "id": ns.id, "interfaces": ifnames, "nets": urls,
-                 "init": made.init_pid, "nsnames": made.nsnames}, made.nsfds)
+                 "init": made.init_pid, "nsnames": made.nsnames, "addresses": addresses},
+                made.nsfds)
+
+    def address(self, ns: Netns, addr: Any, macs: list[str] | None) -> dict[str, list[str]]:
+        """Give the interfaces their MACs and addresses (static or "auto"), and bring them up."""
+        out: dict[str, list[str]] = {}
+        if addr is None and macs is None:
+            return out
+        nl, made = ns.made.netlink, ns.made
+        static = None if addr in (None, "auto") else addressing.parse(addr, len(ns.links))
+        for i, link in enumerate(ns.links):
+            net = self.network(link)
+            ifaces: list[addressing.Interface] = []
+            gateway = None
+            if static is not None:
+                for iface in static[i]:
+                    net.claim_static(iface, ns.id)
+                ifaces = static[i]
+            elif addr == "auto" and link.url.startswith("slirp://"):
+                ifaces, gateway = [addressing.SLIRP[0]], addressing.SLIRP[1]
+            elif addr == "auto":
+                ifaces = net.claim_auto(ns.id)
+            mac = bytes.fromhex(macs[i]) if macs else None
+            if mac is not None:
+                netlink.request(nl, netlink.link_up(made.indexes[i], mac))
+            for iface in ifaces:
+                netlink.request(nl, netlink.add_address(made.indexes[i], iface))
+            netlink.request(nl, netlink.link_up(made.indexes[i]))
+            if gateway is not None:
+                netlink.request(nl, netlink.add_default_route(made.indexes[i], gateway))
+            out[link.ifname] = [str(iface) for iface in ifaces]
+        return out
+
+    def network(self, link: Link) -> addressing.Network:
+        net = self.networks.get(link.url)
+        if net is None:
+            net = addressing.Network(link.url, len(self.networks), shared=link.switch is None)
+            self.networks[link.url] = net
+        return net
 
     def op_close(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
         ns = self.namespaces.pop(req["id"], None)
@@ -212,6 +263,8 @@ class Helper:
                 link.switch.detach(link)
             os.close(link.tap)  # persistent: the kernel deletes it with the netns
         ns.made.end()
+        for net in self.networks.values():
+            net.release(ns.id)
 
     # -- embedded switches ----------------------------------------------------
 

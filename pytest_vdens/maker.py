@@ -14,34 +14,16 @@ import os
 import select
 import signal
 import socket
-import struct
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import prctl
 
-from . import kernel, protocol, resolver
+from . import kernel, netlink, protocol, resolver
 from .errors import HelperError, VdensError, by_name
 
 Spec = dict[str, Any]  # ifnames, mnt, resolver, resolvconf
-
-
-# RTM_NEWLINK "lo up": nlmsghdr (len, type, flags REQUEST|ACK, seq, pid) then
-# ifinfomsg (family, type, index 1: a new netns's lo, flags/change IFF_UP).
-# tests/test_engine.py checks it against pyroute2's encoding; importing
-# pyroute2 here would cost every helper ~170 ms and double its fork cost.
-LO_UP = struct.pack("=IHHII", 32, 16, 5, 1, 0) + struct.pack("=BxHiII", 0, 0, 1, 1, 1)
-
-
-def _bring_lo_up() -> None:
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as nl:
-        nl.send(LO_UP)
-        ack = nl.recv(4096)
-    err = int.from_bytes(ack[16:20], sys.byteorder, signed=True)
-    if err:
-        raise OSError(-err, f"bringing lo up: {os.strerror(-err)}")
 
 
 def _namespace_child(sock: socket.socket, keeper: int, spec: Spec, uid: int, gid: int) -> None:
@@ -56,10 +38,14 @@ def _namespace_child(sock: socket.socket, keeper: int, spec: Spec, uid: int, gid
         if spec["mnt"]:
             resolver.install(spec["resolver"], spec["resolvconf"])
         taps = [kernel.open_tap(name) for name in spec["ifnames"]]
-        _bring_lo_up()
+        # kept by the helper, to configure the namespace later without entering it
+        nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        netlink.request(nl.fileno(), netlink.link_up(1))  # lo
+        indexes = [socket.if_nametoindex(name) for name in spec["ifnames"]]
         names = ["user", "net", "pid_for_children"] + (["mnt"] if spec["mnt"] else [])
-        nsfds = [os.open(f"/proc/self/ns/{n}", os.O_RDONLY | os.O_CLOEXEC) for n in names]
-        protocol.send(sock, {"ok": True, "nsnames": names}, taps + nsfds)
+        nsfds = [nl.fileno()] + [os.open(f"/proc/self/ns/{n}", os.O_RDONLY | os.O_CLOEXEC)
+                                 for n in names]
+        protocol.send(sock, {"ok": True, "nsnames": names, "indexes": indexes}, taps + nsfds)
     except BaseException as e:
         err = e if isinstance(e, VdensError) else HelperError(f"making the namespace failed: {e!r}")
         try:
@@ -67,8 +53,9 @@ def _namespace_child(sock: socket.socket, keeper: int, spec: Spec, uid: int, gid
         except OSError:
             pass
         os._exit(0)
-    for fd in taps + nsfds:
+    for fd in taps + nsfds[1:]:
         os.close(fd)
+    nl.close()
     sock.close()
     _namespace_init(keeper)
 
@@ -100,18 +87,22 @@ def _namespace_init(keeper: int) -> None:
 
 @dataclass(eq=False)
 class Made:
-    """A namespace as its maker sent it: init, keeper pipe, taps, namespace fds."""
+    """A namespace as its maker sent it: init, keeper pipe, taps, a netlink socket
+    inside, namespace fds (for the caller), the taps' interface indexes."""
 
     init_pid: int
     init_pidfd: int
     keeper: int
     taps: list[int]
+    netlink: int
     nsfds: list[int]
     nsnames: list[str]
+    indexes: list[int]
 
     def end(self) -> None:
         """Kill init: the kernel kills what is left inside with it."""
         signal.pidfd_send_signal(self.init_pidfd, signal.SIGKILL)
+        os.close(self.netlink)
         os.close(self.keeper)
         if select.select([self.init_pidfd], [], [], 5.0)[0]:
             os.waitpid(self.init_pid, 0)
@@ -170,8 +161,9 @@ class Maker:
             os.close(self.keeper)
             os.waitpid(self.pid, 0)
             raise by_name(reply["error"])(reply["message"])
-        return Made(self.pid, os.pidfd_open(self.pid), self.keeper,
-                    fds[:self.ntaps], fds[self.ntaps:], reply["nsnames"])
+        n = self.ntaps
+        return Made(self.pid, os.pidfd_open(self.pid), self.keeper, fds[:n], fds[n],
+                    fds[n + 1:], reply["nsnames"], reply["indexes"])
 
 
 def key_of(spec: Spec) -> str:

@@ -15,7 +15,7 @@ from typing import Any, NoReturn, TypeVar
 
 import prctl
 
-from . import capabilities, client, kernel
+from . import addressing, capabilities, client, kernel
 from .errors import ArgumentError, CallCrashed, NamespaceClosed, RemoteTraceback, VdensError
 from .libvdeplug import is_no_network
 from .resolver import check_resolvconf, parse_addresses
@@ -74,23 +74,36 @@ class Namespace:
     `nets` lists libvdeplug URLs, one interface each (`vde0`, `vde1`, ...);
     None (the default) means this process's embedded switch, and "-" or "no"
     means no interface. Code and commands inside get `caps` (vdens's set by
-    default), scoped to the namespace.
+    default), scoped to the namespace. `addr` gives each interface addresses
+    (one CIDR, or a list, per interface) or "auto" (a unique IPv4 and IPv6
+    ULA per network; slirp's usual 10.0.2.15/24, its gateway and DNS on a
+    slirp:// interface) and brings it up; `mac` sets MACs.
     """
 
     def __init__(self, nets: Nets = None, *, iface: str = "vde",
                  resolver: str | Iterable[str] | None = None,
                  resolvconf: str | os.PathLike[str] | None = None,
-                 sysadm: bool = False, caps: Iterable[str] | None = None) -> None:
+                 sysadm: bool = False, caps: Iterable[str] | None = None,
+                 addr: str | Sequence[str | Sequence[str]] | None = None,
+                 mac: str | Sequence[str] | None = None) -> None:
         urls = normalize_nets(nets)
         if not isinstance(iface, str):
             raise ArgumentError(f"iface={iface!r} is not a string; use e.g. 'vde' or 'eth'")
         self.caps = capabilities.resolve(caps, sysadm)
+        static = None if addr is None else addressing.parse(addr, len(urls))
+        macs = addressing.parse_mac(mac, len(urls))
+        if addr == "auto" and resolver is None and resolvconf is None and any(
+                u is not None and u.startswith("slirp://") for u in urls):
+            resolver = [str(addressing.SLIRP[2])]  # slirp's DNS
         addrs = parse_addresses(resolver)
         conf = None if addrs else check_resolvconf(resolvconf)
         self._helper = client.helper()
         reply, fds = self._helper.request(
             "open", nets=urls, iface=iface, resolver=addrs, resolvconf=conf,
-            mnt=bool(addrs or conf or sysadm))
+            mnt=bool(addrs or conf or sysadm),
+            addr=None if addr is None else
+            "auto" if static is None else [[str(i) for i in ifs] for ifs in static],
+            mac=None if macs is None else [m.hex() for m in macs])
         self.id: int = reply["id"]
         #: Interface names inside, in the order of `nets`.
         self.interfaces: tuple[str, ...] = tuple(reply["interfaces"])
@@ -98,9 +111,22 @@ class Namespace:
         self.nets: tuple[str, ...] = tuple(reply["nets"])
         #: PID (in this process's PID namespace) of the namespace's init.
         self.init_pid: int = reply["init"]
+        #: The addresses given with addr=, per interface (CIDRs).
+        self.addresses: dict[str, tuple[str, ...]] = {
+            k: tuple(v) for k, v in reply["addresses"].items()}
         self._fds: dict[str, int] = dict(zip(reply["nsnames"], fds, strict=True))
         self._procs: list[subprocess.Popen[Any]] = []
         self.closed = False
+
+    def ip(self, iface: str | None = None, version: int = 4) -> str:
+        """The address (no prefix) of `iface` (default: the first interface)."""
+        name = iface or (self.interfaces[0] if self.interfaces else "")
+        for cidr in self.addresses.get(name, ()):
+            address = cidr.split("/")[0]
+            if (":" in address) == (version == 6):
+                return address
+        raise ArgumentError(f"{name or 'no interface'} of {self!r} has no IPv{version} address; "
+                            "make the namespace with addr='auto' or addr=[...]")
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"

@@ -221,20 +221,3 @@ def test_threads_work_inside_and_signals_reach_the_program() -> None:
         assert ns.run(["sh", "-c", "exit 7"]).returncode == 7
         with pytest.raises(FileNotFoundError):
             ns.run(["/no/such/program"])
-
-
-def test_the_lo_up_message_is_what_pyroute2_encodes() -> None:
-    from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
-    from pyroute2.netlink.rtnl import RTM_NEWLINK
-    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-
-    from pytest_vdens.maker import LO_UP
-
-    msg = ifinfmsg()
-    msg["index"] = 1
-    msg["flags"] = msg["change"] = 1  # IFF_UP
-    msg["header"]["type"] = RTM_NEWLINK
-    msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK
-    msg["header"]["sequence_number"] = 1
-    msg.encode()
-    assert bytes(msg.data) == LO_UP
