@@ -12,6 +12,7 @@ import ctypes
 import os
 from dataclasses import dataclass, field
 
+from .impairment import WireFilter
 from .libvdeplug import ETHBUFSIZE, VdeConn, lib
 
 _BATCH = 64
@@ -31,6 +32,7 @@ class Link:
     datafd: int = -1
     ctlfd: int = -1
     error: str | None = None
+    filter: WireFilter | None = None  # a wirefilter between the tap and the network
 
 
 @dataclass(eq=False)

@@ -27,10 +27,10 @@ from typing import Any
 
 import prctl
 
-from . import addressing, kernel, maker, netlink, protocol
+from . import addressing, impairment, kernel, maker, netlink, protocol
 from .errors import ArgumentError, VdensError
 from .forwarding import Forwarder, Link, LocalSwitch
-from .libvdeplug import VdeConn
+from .libvdeplug import VdeConn, scheme
 
 
 MAX_INTERFACES = protocol.MAX_FDS - 8  # taps, netlink and namespace fds in one message
@@ -79,12 +79,16 @@ class Helper:
         protocol.send(self.ctl, {"ok": True, "pid": os.getpid(), "tmpdir": self.tmpdir})
         self.running = True
         while self.running:
-            for fd, events in self.ep.poll(1.0):
-                handler = self.handlers.get(fd)
-                if handler is not None:
-                    handler(events)
+            self.turn(1.0)
             if os.getppid() != self.parent:
                 break
+
+    def turn(self, timeout: float) -> None:
+        """One round of the event loop."""
+        for fd, events in self.ep.poll(timeout):
+            handler = self.handlers.get(fd)
+            if handler is not None:
+                handler(events)
 
     def on_request(self, events: int) -> None:
         try:
@@ -253,10 +257,52 @@ class Helper:
         except OSError:
             pass
 
+    def op_impair(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        ns = self.namespaces[req["id"]]
+        link = next((lk for lk in ns.links if lk.ifname == req["iface"]), None)
+        if link is None:
+            raise ArgumentError(f"{req['iface']!r} is not an interface of this namespace "
+                                f"({', '.join(lk.ifname for lk in ns.links) or 'it has none'})")
+        impairment.commands(req["params"])  # refuse bad values before changing anything
+        if link.filter is None:
+            self.insert_filter(link, ns.id)
+        assert link.filter is not None
+        link.filter.set(req["params"])
+        return {"ok": True}, []
+
+    def insert_filter(self, link: Link, owner: int) -> None:
+        """Put a wirefilter between the link's tap and its network."""
+        if link.switch is not None:
+            network = link.switch.path
+        elif link.conn is not None and scheme(link.url) == "vde" and link.url.split("://")[-1]:
+            network = link.url.split("://")[-1]
+        else:
+            raise ArgumentError(f"impairment needs a vde:// network (a switch directory); "
+                                f"{link.ifname} is on {link.url!r}")
+        for fd in (link.tap, link.datafd, link.ctlfd):
+            self.unwatch(fd)
+        if link.switch is not None:
+            link.switch.detach(link)
+        if link.conn is not None:
+            link.conn.close()
+            link.conn = None
+        link.switch = self.new_switch()
+        self.plug(link)
+        link.filter = impairment.WireFilter(
+            link.switch.path, network, os.path.join(self.tmpdir, f"wf{self.next_id}"),
+            serve=lambda: self.turn(0.01))
+
     def destroy(self, ns: Netns) -> None:
         for link in ns.links:
             for fd in (link.tap, link.datafd, link.ctlfd):
                 self.unwatch(fd)
+            if link.filter is not None:
+                link.filter.close()
+                assert link.switch is not None
+                private = link.switch
+                private.detach(link)
+                self.switches = {k: v for k, v in self.switches.items() if v is not private}
+                self.close_switch(private)
             if link.conn is not None:
                 link.conn.close()
             if link.switch is not None and link in link.switch.ports:

@@ -15,7 +15,7 @@ from typing import Any, NoReturn, TypeVar
 
 import prctl
 
-from . import addressing, capabilities, client, kernel
+from . import addressing, capabilities, client, impairment, kernel
 from .errors import ArgumentError, CallCrashed, NamespaceClosed, RemoteTraceback, VdensError
 from .libvdeplug import is_no_network
 from .resolver import check_resolvconf, parse_addresses
@@ -315,6 +315,15 @@ class Namespace:
 
         sock = self.socket(_socket.AF_NETLINK, _socket.SOCK_DGRAM, _socket.NETLINK_ROUTE)
         return IPRoute(fileno=sock.detach())
+
+    def impair(self, iface: str | None = None, **params: object) -> None:
+        """Impair an interface's link: delay, jitter ('50ms' or seconds), loss, dup
+        (fractions), rate ('8mbit' or bit/s); each in both directions, through
+        vde2's wirefilter. Call again to change; with no values, to clear."""
+        self._check_open()
+        impairment.commands(params)
+        name = iface or (self.interfaces[0] if self.interfaces else "")
+        self._helper.request("impair", id=self.id, iface=name, params=params)
 
     # -- state ----------------------------------------------------------------
 
