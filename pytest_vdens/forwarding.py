@@ -33,6 +33,7 @@ class Link:
     ctlfd: int = -1
     error: str | None = None
     filter: WireFilter | None = None  # a wirefilter between the tap and the network
+    network: LocalSwitch | None = None  # the embedded switch it joins, filter or not
 
 
 @dataclass(eq=False)
@@ -44,6 +45,7 @@ class LocalSwitch:
     ports: list[Link] = field(default_factory=list)
     # learned MACs: a local port, or None for the libvdeplug side (outside peers)
     macs: dict[bytes, Link | None] = field(default_factory=dict)
+    impair: dict[str, object] = field(default_factory=dict)  # for each host's link
 
     def __post_init__(self) -> None:
         self.conn = VdeConn(f"switch://{self.path}")

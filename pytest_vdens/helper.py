@@ -149,6 +149,9 @@ class Helper:
         self.pool.refill(spec)  # the next test's, while this one runs
         try:
             addresses = self.address(ns, req.get("addr"), req.get("mac"))
+            for link in links:
+                if link.network is not None and link.network.impair:
+                    self.impair(link, link.network.impair)
         except BaseException:
             self.namespaces.pop(ns.id)
             self.destroy(ns)
@@ -213,7 +216,7 @@ class Helper:
         """A link for `url`: a port of our own switch if it is one, else a VDE client."""
         sw = self.local_switch(url)
         if sw is not None:
-            return Link(ifname, url, -1, switch=sw)
+            return Link(ifname, url, -1, switch=sw, network=sw)
         return Link(ifname, url, -1, conn=VdeConn(url))
 
     def plug(self, link: Link) -> None:
@@ -264,13 +267,16 @@ class Helper:
             raise ArgumentError(f"{req['iface']!r} is not an interface of this namespace "
                                 f"({', '.join(lk.ifname for lk in ns.links) or 'it has none'})")
         impairment.commands(req["params"])  # refuse bad values before changing anything
-        if link.filter is None:
-            self.insert_filter(link, ns.id)
-        assert link.filter is not None
-        link.filter.set(req["params"])
+        self.impair(link, req["params"])
         return {"ok": True}, []
 
-    def insert_filter(self, link: Link, owner: int) -> None:
+    def impair(self, link: Link, params: dict[str, object]) -> None:
+        if link.filter is None:
+            self.insert_filter(link)
+        assert link.filter is not None
+        link.filter.set(params)
+
+    def insert_filter(self, link: Link) -> None:
         """Put a wirefilter between the link's tap and its network."""
         if link.switch is not None:
             network = link.switch.path
@@ -315,8 +321,22 @@ class Helper:
     # -- embedded switches ----------------------------------------------------
 
     def op_switch_open(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        params = req.get("impair") or {}
+        impairment.commands(params)
         sw = self.new_switch()
+        sw.impair = params
         return {"ok": True, "id": self.next_id - 1, "url": sw.url}, []
+
+    def op_switch_impair(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        """Change the impairment of every host link on an embedded switch."""
+        impairment.commands(req["params"])
+        sw = self.switches[req["id"]]
+        sw.impair = req["params"]
+        for ns in self.namespaces.values():
+            for link in ns.links:
+                if link.network is sw:
+                    self.impair(link, sw.impair)
+        return {"ok": True}, []
 
     def op_switch_close(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
         sw = self.switches.pop(req["id"], None)

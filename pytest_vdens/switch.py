@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from . import client
+from . import client, impairment
 
 
 class Switch:
@@ -16,15 +16,24 @@ class Switch:
     Other VDE programs (vdens, vde_plug, qemu) and namespaces join it at `url`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, **impair: object) -> None:
+        """`impair` (delay, jitter, loss, dup, rate: see Namespace.impair) applies to
+        the link of each host that joins, both ways: between two hosts a frame
+        crosses two such links."""
+        impairment.commands(impair)
         self._helper = client.helper()
-        reply, _ = self._helper.request("switch_open")
+        reply, _ = self._helper.request("switch_open", impair=impair)
         self.id: int = reply["id"]
         self.url: str = reply["url"]
         self.closed = False
 
     def __repr__(self) -> str:
         return f"<Switch {self.url}{' closed' if self.closed else ''}>"
+
+    def impair(self, **params: object) -> None:
+        """Change the impairment of every host's link, now and for those that join."""
+        impairment.commands(params)
+        self._helper.request("switch_impair", id=self.id, params=params)
 
     def close(self) -> None:
         if not self.closed:

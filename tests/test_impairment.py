@@ -136,3 +136,15 @@ def test_no_wirefilter_outlives_its_namespace(pair: tuple[Namespace, Namespace])
     left = subprocess.run(["pgrep", "-u", str(__import__("os").getuid()), "wirefilter"],
                           capture_output=True, text=True).stdout.split()
     assert left == []
+
+
+def test_a_network_impairs_each_host_s_link_and_can_change() -> None:
+    with Switch(delay="20ms") as wan, Namespace([wan.url], addr="auto") as a, \
+            Namespace([wan.url], addr="auto") as b:
+        assert rtt_ms(a, b.ip(), 5) >= 80  # two links, both ways
+        wan.impair(delay="5ms")
+        assert 20 <= rtt_ms(a, b.ip(), 5) < 80
+        wan.impair()
+        assert rtt_ms(a, b.ip(), 5) < 20
+        with pytest.raises(ArgumentError, match="loss=2"):
+            wan.impair(loss=2)
