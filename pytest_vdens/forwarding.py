@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 
 from .impairment import WireFilter
-from .libvdeplug import ETHBUFSIZE, VdeConn, lib
+from .libvdeplug import ETHBUFSIZE, VdeConn, lib, scheme
 
 _BATCH = 64
 _ETH_MIN = 14
@@ -88,7 +88,9 @@ class Forwarder:
         assert link.conn is not None
         tap, handle, cbuf, view, recv = link.tap, link.conn.handle, self.cbuf, self.view, self.vde_recv
         write = os.write
-        for _ in range(_BATCH):
+        # Only vde://'s recv returns at once when idle; others (vxvde, switch,
+        # slirp...) block: one frame per wake-up for them.
+        for _ in range(_BATCH if scheme(link.url) == "vde" else 1):
             n = recv(handle, cbuf, ETHBUFSIZE, 0)
             if n <= 0:
                 return

@@ -221,3 +221,10 @@ def test_threads_work_inside_and_signals_reach_the_program() -> None:
         assert ns.run(["sh", "-c", "exit 7"]).returncode == 7
         with pytest.raises(FileNotFoundError):
             ns.run(["/no/such/program"])
+
+
+def test_two_namespaces_on_vxvde_reach_each_other_and_close() -> None:
+    group = f"vxvde://239.{os.getpid() % 200 + 1}.{os.getpid() // 200 % 250}.77"
+    with Namespace([group], addr="10.77.0.1/24") as a, Namespace([group], addr="10.77.0.2/24"):
+        out = a.run(["ping", "-c", "2", "-i", "0.2", "-W", "5", "10.77.0.2"], capture_output=True, text=True)
+        assert out.returncode == 0, out.stdout
