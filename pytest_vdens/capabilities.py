@@ -41,6 +41,9 @@ def resolve(caps: Iterable[str] | None, sysadm: bool = False) -> tuple[str, ...]
     """Normalise a capability list: None means vdens's set; names may carry 'CAP_'."""
     if isinstance(caps, str):
         caps = [c for c in caps.replace(",", " ").split() if c]
+    elif caps is not None and not isinstance(caps, Iterable):
+        raise ArgumentError(f"caps={caps!r} is not a list of capability names; use e.g. "
+                            "['net_admin'], or [] for none")
     chosen = list(DEFAULT_CAPS if caps is None else caps)
     if sysadm:
         chosen.append("sys_admin")

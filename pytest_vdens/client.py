@@ -10,7 +10,7 @@ import threading
 from typing import Any
 
 from . import protocol
-from .errors import HelperError, by_name
+from .errors import ArgumentError, HelperError, by_name
 
 _PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,6 +41,8 @@ class HelperClient:
             if msg is not None:
                 protocol.send(self.sock, msg)
             return protocol.recv(self.sock)
+        except protocol.TooLong:
+            raise
         except (EOFError, OSError) as e:
             self.sock.close()
             status = self.proc.poll()
@@ -52,7 +54,11 @@ class HelperClient:
     def request(self, op: str, **args: Any) -> tuple[dict[str, Any], list[int]]:
         """Send one request; return the reply and the fds that came with it."""
         with self.lock:
-            reply, fds = self._exchange({"op": op, **args})
+            try:
+                reply, fds = self._exchange({"op": op, **args})
+            except protocol.TooLong as e:
+                raise ArgumentError(f"{op}: the arguments are too large to send ({e}); "
+                                    "is a URL or path that long on purpose?") from None
         if not reply["ok"]:
             for fd in fds:
                 os.close(fd)

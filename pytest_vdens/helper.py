@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import glob
 import os
+import resource
 import select
 import shutil
 import signal
@@ -28,7 +29,7 @@ from typing import Any
 import prctl
 
 from . import addressing, impairment, kernel, maker, netlink, protocol
-from .errors import ArgumentError, VdensError
+from .errors import ArgumentError, NetworkError, Unavailable, VdensError
 from .forwarding import Forwarder, Link, LocalSwitch
 from .libvdeplug import VdeConn, scheme
 
@@ -53,7 +54,8 @@ class Helper:
         self.parent = parent
         worker = os.environ.get("PYTEST_XDIST_WORKER", "")
         _remove_stale_dirs()
-        self.tmpdir = tempfile.mkdtemp(prefix=f"{_PREFIX}{worker}{'-' if worker else ''}")
+        self.tmpdir = tempfile.mkdtemp(prefix=f"{_PREFIX}{worker}{'-' if worker else ''}",
+                                       dir=_short_tmp())
         with open(os.path.join(self.tmpdir, "pid"), "w") as f:
             f.write(str(os.getpid()))
         self.switches: dict[int, LocalSwitch] = {}
@@ -93,6 +95,8 @@ class Helper:
     def on_request(self, events: int) -> None:
         try:
             req, fds = protocol.recv(self.ctl)
+        except protocol.TooLong as e:
+            req, fds = {"op": "too_long", "why": str(e)}, []
         except (EOFError, OSError):
             self.running = False
             return
@@ -117,6 +121,9 @@ class Helper:
 
     # -- requests -------------------------------------------------------------
 
+    def op_too_long(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        raise ArgumentError(f"a request too large to read ({req['why']}); nothing was done")
+
     def op_default_switch(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
         return {"ok": True, "url": self.default_switch()}, []
 
@@ -126,6 +133,9 @@ class Helper:
         if len(req["nets"]) > MAX_INTERFACES:
             raise ArgumentError(f"{len(req['nets'])} networks: a namespace has at most "
                                 f"{MAX_INTERFACES} interfaces (their fds travel in one message)")
+        for url in req["nets"]:
+            if url is not None and "\0" in url:
+                raise NetworkError(f"cannot open VDE network {url!r}: it contains a NUL byte")
         urls = [self.default_switch() if u is None else u for u in req["nets"]]
         ifnames = [f"{prefix}{i}" for i in range(len(urls))]
         spec = {"ifnames": ifnames, "mnt": req["mnt"], "resolver": req["resolver"],
@@ -181,10 +191,11 @@ class Helper:
                 ifaces = net.claim_auto(ns.id)
             mac = bytes.fromhex(macs[i]) if macs else None
             if mac is not None:
-                netlink.request(nl, netlink.link_up(made.indexes[i], mac))
+                netlink.request(nl, netlink.link_up(made.indexes[i], mac, up=False))
             for iface in ifaces:
                 netlink.request(nl, netlink.add_address(made.indexes[i], iface))
-            netlink.request(nl, netlink.link_up(made.indexes[i]))
+            if addr is not None:
+                netlink.request(nl, netlink.link_up(made.indexes[i]))
             if gateway is not None:
                 netlink.request(nl, netlink.add_default_route(made.indexes[i], gateway))
             out[link.ifname] = [str(iface) for iface in ifaces]
@@ -389,9 +400,20 @@ class Helper:
 _PREFIX = "pytest-vdens-"
 
 
+def _short_tmp() -> str:
+    """$TMPDIR, or /tmp when sockets in it would pass sun_path's 108 bytes."""
+    base = tempfile.gettempdir()
+    if len(base) <= 60:
+        return base
+    if os.access("/tmp", os.W_OK | os.X_OK):
+        return "/tmp"
+    raise Unavailable(f"TMPDIR {base!r} is too long for VDE sockets (108 bytes with their "
+                      "names), and /tmp is not writable: set TMPDIR to a short path")
+
+
 def _remove_stale_dirs() -> None:
     """Remove what helpers killed with SIGKILL left behind (their pid is gone)."""
-    for path in glob.glob(os.path.join(tempfile.gettempdir(), _PREFIX + "*")):
+    for path in glob.glob(os.path.join(_short_tmp(), _PREFIX + "*")):
         try:
             if os.stat(path).st_uid != os.geteuid():
                 continue
@@ -421,6 +443,8 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     prctl.set_child_subreaper(True)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # ~4 fds a namespace
     ctl = socket.socket(fileno=fd)
     if os.getppid() != parent:
         return

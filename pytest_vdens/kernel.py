@@ -17,12 +17,15 @@ CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 _CLONE_PARENT = 0x00008000
 
+MS_RDONLY = 1
+MS_REMOUNT = 32
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 _MNT_DETACH = 2
 
 IFNAMSIZ = 16
+_BAD_IFNAME_BYTES = frozenset(b"/: \t\n\v\f\r\x7f\xa0")
 TUN_PATH = "/dev/net/tun"
 _TUNSETIFF = 0x400454CA
 _TUNSETPERSIST = 0x400454CB
@@ -170,7 +173,8 @@ def check_ifname_prefix(prefix: str, count: int) -> None:
             f"interface prefix {prefix!r} is invalid: interface names are at most "
             f"{IFNAMSIZ - 1} bytes, and {longest!r} is {len(longest.encode())}; use a shorter prefix "
             "such as 'vde' or 'eth'")
-    bad = [c for c in prefix if c in "/:%" or c.isspace() or not c.isprintable()]
+    # the kernel's dev_valid_name(): no '/', ':' or (its) whitespace, in bytes
+    bad = sorted({chr(b) for b in prefix.encode() if b in _BAD_IFNAME_BYTES or b < 0x20})
     if bad or prefix in (".", ".."):
         raise InterfaceNameError(
             f"interface prefix {prefix!r} is invalid: the kernel refuses names with "

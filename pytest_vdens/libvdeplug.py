@@ -6,6 +6,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import signal
 from pathlib import Path
 
 from .errors import NetworkError, Unavailable
@@ -92,6 +93,18 @@ def _open_error(url: str, err: int) -> NetworkError:
                         f"in vde_plug(1) for the {name}:// plugin")
 
 
+def _children() -> set[int]:
+    """This process's child pids."""
+    found: set[int] = set()
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/children") as f:
+                found.update(int(pid) for pid in f.read().split())
+        except OSError:
+            pass
+    return found
+
+
 class VdeConn:
     """One libvdeplug connection (a VDECONN*)."""
 
@@ -99,11 +112,14 @@ class VdeConn:
         if "\0" in url:
             raise NetworkError(f"cannot open VDE network {url!r}: it contains a NUL byte")
         self.url = url
+        before = _children() if scheme(url) == "cmd" else set()
         ctypes.set_errno(0)
         handle = lib().vde_open_real(url.encode(), descr.encode(), 1, None)
         if not handle:
             raise _open_error(url, ctypes.get_errno())
         self.handle: int | None = handle
+        # cmd:// runs a command that its vde_close() waits for, without asking it to end
+        self.commands = _children() - before if scheme(url) == "cmd" else set()
 
     @property
     def datafd(self) -> int:
@@ -127,6 +143,11 @@ class VdeConn:
 
     def close(self) -> None:
         if self.handle is not None:
+            for pid in self.commands:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             lib().vde_close(self.handle)
             self.handle = None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import select
 import signal
 import socket
@@ -26,13 +27,17 @@ from .errors import HelperError, VdensError, by_name
 Spec = dict[str, Any]  # ifnames, mnt, resolver, resolvconf
 
 
+def _fd_limit() -> int:
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 def _namespace_child(sock: socket.socket, keeper: int, spec: Spec, uid: int, gid: int) -> None:
     """PID 1 of a just-cloned namespace: set it up, send back taps and ns fds, then
     be its init. Never returns."""
     try:
         os.closerange(3, sock.fileno())
         os.closerange(sock.fileno() + 1, keeper)
-        os.closerange(keeper + 1, 65536)
+        os.closerange(keeper + 1, _fd_limit())
         prctl.set_pdeathsig(signal.SIGKILL)
         kernel.write_identity_maps(uid, gid)
         if spec["mnt"]:
@@ -63,7 +68,7 @@ def _namespace_child(sock: socket.socket, keeper: int, spec: Spec, uid: int, gid
 def _namespace_init(keeper: int) -> None:
     """PID 1 of the namespace: reap orphans until the keeper pipe closes, then exit."""
     os.closerange(3, keeper)
-    os.closerange(keeper + 1, 65536)
+    os.closerange(keeper + 1, _fd_limit())
     prctl.set_name("vdens-init")
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
@@ -104,7 +109,9 @@ class Made:
         signal.pidfd_send_signal(self.init_pidfd, signal.SIGKILL)
         os.close(self.netlink)
         os.close(self.keeper)
-        if select.select([self.init_pidfd], [], [], 5.0)[0]:
+        poller = select.poll()  # not select(): the helper may hold over 1024 fds
+        poller.register(self.init_pidfd, select.POLLIN)
+        if poller.poll(5000):
             os.waitpid(self.init_pid, 0)
         os.close(self.init_pidfd)
 

@@ -35,9 +35,10 @@ def _message(kind: int, flags: int, body: bytes) -> bytes:
     return struct.pack("=IHHII", 16 + len(body), kind, _REQUEST | _ACK | flags, 1, 0) + body
 
 
-def link_up(index: int, mac: bytes | None = None) -> bytes:
-    """Bring interface `index` up (setting its MAC first, if given)."""
-    body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, _IFF_UP, _IFF_UP)
+def link_up(index: int, mac: bytes | None = None, up: bool = True) -> bytes:
+    """Bring interface `index` up (or leave its state, up=False), setting its MAC if given."""
+    flags = _IFF_UP if up else 0
+    body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, flags, flags)
     if mac is not None:
         body += _attr(_IFLA_ADDRESS, mac)
     return _message(RTM_NEWLINK, 0, body)

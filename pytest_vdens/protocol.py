@@ -13,8 +13,14 @@ MAX_FDS = 253  # SCM_MAX_FD
 Message = dict[str, Any]
 
 
+class TooLong(ValueError):
+    """A message over MAX_MSG bytes."""
+
+
 def send(sock: socket.socket, msg: Message, fds: list[int] | tuple[int, ...] = ()) -> None:
     data = json.dumps(msg).encode()
+    if len(data) > MAX_MSG:
+        raise TooLong(f"message of {len(data)} bytes, over {MAX_MSG}")
     if fds:
         socket.send_fds(sock, [data], list(fds))
     else:
@@ -31,6 +37,6 @@ def recv(sock: socket.socket) -> tuple[Message, list[int]]:
     if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
         for fd in fds:
             os.close(fd)
-        raise OSError("truncated message from peer")
+        raise TooLong("truncated message from peer")
     msg: Message = json.loads(data)
     return msg, fds

@@ -17,6 +17,9 @@ def parse_addresses(addrs: str | Iterable[str] | None) -> list[str]:
     """Validated nameserver addresses from 'a,b' or a list; [] for none."""
     if addrs is None:
         return []
+    if not isinstance(addrs, (str, Iterable)):
+        raise ArgumentError(f"resolver={addrs!r} is not an address or a list of addresses; "
+                            "use e.g. '9.9.9.9' or ['9.9.9.9', '2620:fe::fe']")
     items = addrs.split(",") if isinstance(addrs, str) else list(addrs)
     out = []
     for item in items:
@@ -36,7 +39,11 @@ def check_resolvconf(path: str | os.PathLike[str] | None) -> str | None:
     """The absolute path of a user's resolv.conf file, checked to be a readable file."""
     if path is None:
         return None
+    if not isinstance(path, (str, os.PathLike)):
+        raise ArgumentError(f"resolvconf={path!r} is not a path; give the path of a resolv.conf(5) file")
     p = os.path.abspath(os.fspath(path))
+    if "\0" in p:
+        raise ArgumentError(f"resolvconf {p!r} contains a NUL byte")
     if not os.path.isfile(p) or not os.access(p, os.R_OK):
         raise ArgumentError(f"resolvconf {os.fspath(path)!r} is not a readable file; "
                             "give the path of a resolv.conf(5) file")
@@ -62,8 +69,14 @@ def install(addrs: list[str], resolvconf: str | None) -> None:
             with open(path, "w") as f:
                 f.write(render(addrs))
             os.chmod(path, 0o444)
-            kernel.mount(path, RESOLV_CONF, None, kernel.MS_BIND)
+            _bind_readonly(path)
         finally:
             kernel.umount_detach(_SCRATCH)
     elif resolvconf:
-        kernel.mount(resolvconf, RESOLV_CONF, None, kernel.MS_BIND)
+        _bind_readonly(resolvconf)
+
+
+def _bind_readonly(source: str) -> None:
+    # read-only, so code inside cannot write through to a user's file
+    kernel.mount(source, RESOLV_CONF, None, kernel.MS_BIND)
+    kernel.mount(None, RESOLV_CONF, None, kernel.MS_BIND | kernel.MS_REMOUNT | kernel.MS_RDONLY)

@@ -125,17 +125,19 @@ def test_impairment_needs_a_switch_network() -> None:
 
 
 def test_no_wirefilter_outlives_its_namespace(pair: tuple[Namespace, Namespace]) -> None:
+    from pytest_vdens.client import helper
+
+    def filters() -> list[str]:  # this helper's: other tests may run beside us (xdist)
+        return subprocess.run(["pgrep", "-P", str(helper().pid), "wirefilter"],
+                              capture_output=True, text=True).stdout.split()
+
     a, b = pair
     a.impair(delay="1ms")
     b.impair(loss=0.01)
-    mine = subprocess.run(["pgrep", "-c", "-u", str(__import__("os").getuid()), "wirefilter"],
-                          capture_output=True, text=True).stdout.strip()
-    assert int(mine or 0) >= 2
+    assert len(filters()) == 2
     a.close()
     b.close()
-    left = subprocess.run(["pgrep", "-u", str(__import__("os").getuid()), "wirefilter"],
-                          capture_output=True, text=True).stdout.split()
-    assert left == []
+    assert filters() == []
 
 
 def test_a_network_impairs_each_host_s_link_and_can_change() -> None:

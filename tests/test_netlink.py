@@ -53,3 +53,9 @@ def test_default_route() -> None:
     msg = decode(rtmsg, netlink.add_default_route(2, ipaddress.ip_address("10.0.2.2")))
     assert (msg["dst_len"], msg["table"], msg.get_attr("RTA_GATEWAY"), msg.get_attr("RTA_OIF")) == (
         0, 254, "10.0.2.2", 2)
+
+
+def test_a_mac_alone_leaves_the_link_state() -> None:
+    msg = decode(ifinfmsg, netlink.link_up(2, bytes.fromhex("020000000002"), up=False))
+    assert (msg["flags"], msg["change"]) == (0, 0)
+    assert msg.get_attr("IFLA_ADDRESS") == "02:00:00:00:00:02"
