@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import stat
 import tempfile
 
 from .errors import ArgumentError
@@ -61,7 +62,7 @@ def parse_mac(mac: object, count: int) -> list[bytes] | None:
             raw = bytes.fromhex(str(item).replace(":", "").replace("-", ""))
         except ValueError:
             raw = b""
-        if len(raw) != 6 or raw[0] & 1:
+        if len(raw) != 6 or raw[0] & 1 or not any(raw):
             raise ArgumentError(f"mac {item!r} is not a unicast MAC like '02:00:00:00:00:01'")
         out.append(raw)
     return out
@@ -90,6 +91,7 @@ class Network:
         if self.leases is not None:
             for _ in range(3):  # another process may remove an empty lease dir meanwhile
                 os.makedirs(self.leases, mode=0o700, exist_ok=True)
+                _check_private(os.path.dirname(self.leases))
                 try:
                     taken = _lease(os.path.join(self.leases, address))
                     break
@@ -133,6 +135,15 @@ class Network:
                     os.rmdir(path)  # the last one out leaves nothing behind
                 except OSError:
                     break
+
+
+def _check_private(path: str) -> None:
+    """Refuse a lease directory another user made (or could write): they could steal
+    or forge leases."""
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise ArgumentError(f"address lease directory {path!r} is not a private directory of "
+                            "this user; remove it, or set TMPDIR to a directory of your own")
 
 
 def _lease(path: str) -> bool:

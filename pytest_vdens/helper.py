@@ -112,7 +112,11 @@ class Helper:
             reply = {"ok": False, "error": "HelperError",
                      "message": f"helper failed on {req.get('op')!r}: {e!r}\n{traceback.format_exc()}"}
         try:
-            protocol.send(self.ctl, reply, out)
+            try:
+                protocol.send(self.ctl, reply, out)
+            except protocol.TooLong:  # e.g. an error quoting a huge URL: cut it
+                protocol.send(self.ctl, {"ok": False, "error": reply.get("error", "HelperError"),
+                                         "message": str(reply.get("message", ""))[:2000] + "..."})
         except OSError:
             self.running = False
         finally:
@@ -162,9 +166,14 @@ class Helper:
             for link in links:
                 if link.network is not None and link.network.impair:
                     self.impair(link, link.network.impair)
-        except BaseException:
+        except BaseException as e:
             self.namespaces.pop(ns.id)
             self.destroy(ns)
+            for fd in made.nsfds:  # never sent
+                os.close(fd)
+            if isinstance(e, OSError):  # the kernel refused an address or a MAC
+                raise ArgumentError(f"addr={req.get('addr')!r}, mac={req.get('mac')!r}: "
+                                    f"the kernel refused them ({e.strerror})") from None
             raise
         return ({"ok": True, "id": ns.id, "interfaces": ifnames, "nets": urls,
                  "init": made.init_pid, "nsnames": made.nsnames, "addresses": addresses},

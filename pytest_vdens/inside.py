@@ -9,11 +9,14 @@ serialization hooks; warnings are re-issued in the parent.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import pickle
+import select
 import signal
 import struct
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,7 +24,17 @@ from typing import Any
 import pytest
 from _pytest.runner import CallInfo, call_and_report
 
+from . import client
+from .errors import VdensError
 from .namespace import Namespace, describe_status
+
+#: pytest-timeout's (seconds, method) for a test.
+Timeout = tuple[float, str]
+
+# After the timeout, how long the child has to finish (signal method: its
+# teardown) before the parent kills it.
+_GRACE = 5.0
+
 
 def setup_wider_fixtures(item: pytest.Item) -> None:
     """Set up the item's collectors and its fixtures wider than function scope, here."""
@@ -50,48 +63,161 @@ def report_error(item: pytest.Item, when: str, fn: Callable[[], object]) -> pyte
     return report
 
 
-def run(item: pytest.Item, nextitem: pytest.Item | None, ns: Namespace) -> list[pytest.TestReport]:
-    """The item's reports, its protocol having run inside `ns`."""
+def run(item: pytest.Item, nextitem: pytest.Item | None, ns: Namespace,
+        timeout: Timeout | None = None) -> list[pytest.TestReport]:
+    """The item's reports, its protocol having run inside `ns`.
+
+    With a `timeout` (pytest-timeout's, which this replaces for the item), the
+    child enforces it itself and the parent kills it if it overruns.
+    """
     config = item.config
     r, w = os.pipe()
-    pid = ns.fork()
-    if pid == 0:  # pragma: no cover - the child
-        os.close(r)
-        _child(item, w)
-    os.close(w)
-    reports: list[pytest.TestReport] = []
+    dump = os.memfd_create("vdens-timeout")  # where a timed-out child's stacks go
     try:
-        with os.fdopen(r, "rb") as pipe:
-            for kind, payload in _messages(pipe):
-                if kind == "report":
-                    reports.append(config.hook.pytest_report_from_serializable(
-                        config=config, data=payload))
-                else:
-                    _reissue(payload)
-        status = os.waitpid(pid, 0)[1]
-    except BaseException:  # e.g. pytest-timeout's signal method: stop the child too
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        raise
+        try:
+            pid = ns.fork()
+        except BaseException:
+            os.close(w)
+            raise
+        if pid == 0:  # pragma: no cover - the child
+            os.close(r)
+            _child(item, w, timeout, dump)
+        os.close(w)
+        deadline = None if timeout is None else time.monotonic() + timeout[0] + _GRACE
+        try:
+            data, status, overran = _collect(pid, r, deadline)
+        except BaseException:  # e.g. ^C: stop the child too
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise
+        stacks = os.pread(dump, 1 << 20, 0).decode(errors="replace")
+    finally:
+        os.close(r)
+        os.close(dump)
+    reports: list[pytest.TestReport] = []
+    for kind, payload in _messages(data):
+        if kind == "report":
+            reports.append(config.hook.pytest_report_from_serializable(config=config, data=payload))
+        else:
+            _reissue(payload)
     if not reports or reports[-1].when != "teardown":
         last = reports[-1] if reports else None
         when = ("setup" if last is None else
                 "call" if last.when == "setup" and last.passed else "teardown")
-        reports.append(_crash_report(item, when, describe_status(status)))
+        if timeout is not None and (stacks or overran):
+            how = (f"Timeout (>{timeout[0]}s) from pytest-timeout: the test process was "
+                   f"stopped inside its namespace, during {when}")
+            reports.append(_failure(item, when, how + (f"\n{stacks}" if stacks else "")))
+        else:
+            reports.append(_failure(item, when, f"the test process {describe_status(status)} "
+                                                f"inside its namespace, during {when}"))
     return reports
 
 
-def _crash_report(item: pytest.Item, when: str, how: str) -> pytest.TestReport:
-    def crashed() -> None:
-        pytest.fail(f"the test process {how} inside its namespace, during {when}", pytrace=False)
+def _collect(pid: int, r: int, deadline: float | None) -> tuple[bytes, int, bool]:
+    """What the child sends until it exits, its wait status, and whether it overran.
 
-    report = report_error(item, when, crashed)
+    The end is the child's exit, not EOF: a process it left running inside
+    may hold the pipe until the namespace closes.
+    """
+    pidfd = os.pidfd_open(pid)
+    data = bytearray()
+    overran = False
+    try:
+        watched = [r, pidfd]
+        while True:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready = select.select(watched, [], [], wait)[0]
+            if not ready:
+                overran = True
+                deadline = None
+                os.kill(pid, signal.SIGKILL)
+            elif r in ready:
+                chunk = os.read(r, 1 << 16)
+                data += chunk
+                if not chunk:
+                    watched.remove(r)
+            else:
+                os.set_blocking(r, False)
+                try:
+                    while chunk := os.read(r, 1 << 16):
+                        data += chunk
+                except BlockingIOError:
+                    pass
+                return bytes(data), os.waitpid(pid, 0)[1], overran
+    finally:
+        os.close(pidfd)
+
+
+def _failure(item: pytest.Item, when: str, message: str) -> pytest.TestReport:
+    def failed() -> None:
+        pytest.fail(message, pytrace=False)
+
+    report = report_error(item, when, failed)
     assert report is not None
     return report
 
 
-def _child(item: pytest.Item, w: int) -> None:
+class _Child:
+    """What the forked child knows about its own run (None in the parent)."""
+
+    def __init__(self, dump: int) -> None:
+        self.dump = dump
+        self.cancel: Callable[[], None] | None = None
+
+
+_child_state: _Child | None = None
+
+
+def in_child() -> bool:
+    """Whether this process is the child running a marked test."""
+    return _child_state is not None
+
+
+def arm_timeout(seconds: float, method: str) -> None:
+    """In the child: pytest-timeout's timeout, with the same two methods.
+
+    signal: SIGALRM fails the test where it is, and its teardown runs.
+    thread: a watchdog thread (faulthandler's) dumps every stack for the
+    parent's report and ends the child, not the worker.
+    """
+    assert _child_state is not None
+    disarm_timeout()
+    if method == "thread":
+        faulthandler.dump_traceback_later(seconds, exit=True, file=_child_state.dump)
+        _child_state.cancel = faulthandler.cancel_dump_traceback_later
+        return
+
+    def expired(signum: int, frame: object) -> None:
+        __tracebackhide__ = True
+        pytest.fail(f"Timeout (>{seconds}s) from pytest-timeout.")
+
+    def cancel() -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        faulthandler.cancel_dump_traceback_later()
+
+    signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    # A child stuck where no signal handler runs (a lock a parent thread held
+    # at fork time): dump its stacks and end it, before the parent has to.
+    faulthandler.dump_traceback_later(seconds + _GRACE - 2, exit=True, file=_child_state.dump)
+    _child_state.cancel = cancel
+
+
+def disarm_timeout() -> bool:
+    """In the child: cancel arm_timeout's timer; whether there was one."""
+    if _child_state is None or _child_state.cancel is None:
+        return False
+    _child_state.cancel()
+    _child_state.cancel = None
+    return True
+
+
+def _child(item: pytest.Item, w: int, timeout: Timeout | None, dump: int) -> None:
     """Run the protocol here and stream each report out. Never returns."""
+    global _child_state
+    _child_state = _Child(dump)
     config = item.config
     code = 0
     try:
@@ -106,11 +232,14 @@ def _child(item: pytest.Item, w: int) -> None:
                 send("report", config.hook.pytest_report_to_serializable(config=config, report=rep))
                 return rep
 
+            if timeout is not None:
+                arm_timeout(*timeout)
             with warnings.catch_warnings(record=True) as caught:
                 if phase("setup").passed:
                     phase("call")
                 # only the item: its collectors belong to the parent
                 phase("teardown", nextitem=item.parent)
+            disarm_timeout()
             for warning in caught:
                 send("warning", _portable(warning))
     except BaseException:
@@ -118,6 +247,12 @@ def _child(item: pytest.Item, w: int) -> None:
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
+        try:
+            # a helper this test started (nested namespaces) cleans up before
+            # the namespace, and the helper in it, are killed
+            client.shutdown()
+        except (VdensError, OSError):
+            pass
         os._exit(code)
 
 
@@ -135,12 +270,15 @@ def _reissue(payload: tuple[Any, ...]) -> None:
     warnings.warn_explicit(message, category, filename, lineno)
 
 
-def _messages(pipe: Any) -> Iterator[tuple[str, Any]]:
-    while header := pipe.read(4):
-        if len(header) < 4:
+def _messages(data: bytes) -> Iterator[tuple[str, Any]]:
+    pos = 0
+    while pos + 4 <= len(data):
+        size = struct.unpack("!I", data[pos:pos + 4])[0]
+        chunk = data[pos + 4:pos + 4 + size]
+        pos += 4 + size
+        if len(chunk) < size:  # cut short by a crash
             return
-        data = pipe.read(struct.unpack("!I", header)[0])
         try:
-            yield pickle.loads(data)
+            yield pickle.loads(chunk)
         except Exception:
             return

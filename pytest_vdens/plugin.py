@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
 from _pytest.skipping import evaluate_skip_marks
 
-from . import capabilities, inside
+from . import addressing, capabilities, inside
 from .errors import ArgumentError, Unavailable, VdensError
 from .namespace import Namespace, normalize_nets
 from .resolver import check_resolvconf, parse_addresses
 from .switch import Switch
 
 MARKER = """vdens(nets=None, iface="vde", resolver=None, resolvconf=None, sysadm=False, caps=None, \
-scope="function"): run this test INSIDE a private user+network namespace (pytest-vdens). \
+scope="function", isolate=True, addr=None, mac=None): run this test INSIDE a private user+network namespace (pytest-vdens). \
 Setup, call and teardown happen in a child forked from pytest that joins the namespace, so \
 function-scoped fixtures live inside; fixtures of wider scope are set up outside first and shared. \
 nets: libvdeplug URLs, one interface each (vde0, vde1, ...; vde://, vxvde://, slirp://, ptp://, \
@@ -27,15 +28,25 @@ switch://, hub://, udp://, null://, or a switch path); omitted: the test's defau
 iface: interface name prefix. resolver: DNS server addresses for /etc/resolv.conf ("a,b" or a \
 list). resolvconf: a file to use as /etc/resolv.conf. caps: capabilities inside (None: \
 NET_ADMIN, NET_RAW, NET_BIND_SERVICE, NET_BROADCAST; [] for none). sysadm: add SYS_ADMIN. \
-scope: "function" for a fresh namespace, "session" to share one per worker."""
+scope: "function" for a fresh namespace, "session" to share one per worker (vdens_session_ns's). \
+isolate=False: run this test normally, outside, even under --vdens-isolate (which runs every \
+unmarked test as if marked vdens(nets="no"): its own loopback and ports). \
+addr: "auto" (a unique IPv4 and IPv6 ULA per network; slirp's 10.0.2.15, gateway and DNS on \
+slirp://) or one CIDR (or list of CIDRs) per interface; the interfaces come up. mac: one MAC \
+per interface (default: stable for the test)."""
 
-KEYS = ("nets", "iface", "resolver", "resolvconf", "sysadm", "caps", "scope")
+KEYS = ("nets", "iface", "resolver", "resolvconf", "sysadm", "caps", "scope", "isolate", "addr",
+        "mac")
 SCOPES = ("function", "session")
 FIXTURES = ("vdens_ns", "make_vdens_ns", "vdens_switch")
+# Tests using these drive namespaces from outside: --vdens-isolate leaves them there.
+OUTSIDE_FIXTURES = (*FIXTURES, "vdens_session_ns", "make_vdens_net")
 
 _ACTIVE = pytest.StashKey[Namespace]()
 _SWITCH = pytest.StashKey[str]()
 _STATE = pytest.StashKey["State"]()
+_USED = pytest.StashKey[list[Namespace]]()  # namespaces of a test, checked for dead networks
+_TIMEOUT = pytest.StashKey[inside.Timeout]()  # pytest-timeout's, enforced by inside.run
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,9 @@ class Spec:
     sysadm: bool = False
     caps: tuple[str, ...] | None = None
     scope: str = "function"
+    isolate: bool = True
+    addr: str | tuple[tuple[str, ...], ...] | None = None
+    mac: tuple[str, ...] | None = None
 
     @classmethod
     def parse(cls, base: Spec, where: str, args: Sequence[Any], kwargs: dict[str, Any]) -> Spec:
@@ -69,6 +83,13 @@ class Spec:
                 raise ArgumentError(f"{where}: iface={kwargs['iface']!r} is not a string; "
                                     "use e.g. 'vde' or 'eth'")
             spec = replace(spec, iface=kwargs["iface"])
+        for key, types, want in (
+                ("resolver", (str, Iterable), "an address or a list of addresses, e.g. '9.9.9.9'"),
+                ("caps", (str, Iterable), "a list of capability names, e.g. ['net_admin']"),
+                ("resolvconf", (str, os.PathLike), "the path of a resolv.conf file")):
+            value = kwargs.get(key)
+            if value is not None and not isinstance(value, types):
+                raise ArgumentError(f"{where}: {key}={value!r} is not {want}")
         if "resolver" in kwargs:
             spec = replace(spec, resolver=tuple(parse_addresses(kwargs["resolver"])))
         if "resolvconf" in kwargs:
@@ -85,12 +106,39 @@ class Spec:
                 raise ArgumentError(f"{where}: scope={kwargs['scope']!r} is not one of "
                                     f"{', '.join(map(repr, SCOPES))}")
             spec = replace(spec, scope=kwargs["scope"])
+        if "addr" in kwargs and kwargs["addr"] is not None:
+            static = addressing.parse(kwargs["addr"], len(spec.nets))
+            spec = replace(spec, addr="auto" if static is None else
+                           tuple(tuple(str(i) for i in ifaces) for ifaces in static))
+        if "mac" in kwargs and kwargs["mac"] is not None:
+            macs = addressing.parse_mac(kwargs["mac"], len(spec.nets)) or []
+            spec = replace(spec, mac=tuple(m.hex(":") for m in macs))
+        if "isolate" in kwargs:
+            if not isinstance(kwargs["isolate"], bool):
+                raise ArgumentError(f"{where}: isolate={kwargs['isolate']!r} must be True or False")
+            if not kwargs["isolate"] and len(kwargs) > 1:
+                others = ", ".join(sorted(set(kwargs) - {"isolate"}))
+                raise ArgumentError(f"{where}: isolate=False runs the test outside any namespace, "
+                                    f"so {others} would be ignored; drop them or isolate=False")
+            spec = replace(spec, isolate=kwargs["isolate"])
         return spec
 
-    def make(self, default_url: str) -> Namespace:
-        return Namespace([default_url if n is None else n for n in self.nets], iface=self.iface,
-                         resolver=list(self.resolver) or None, resolvconf=self.resolvconf,
-                         sysadm=self.sysadm, caps=self.caps)
+    def make(self, default_url: str, seed: str = "") -> Namespace:
+        """The namespace; without mac=, MACs derive from `seed` (e.g. the test's id),
+        so a test's captures are the same from run to run."""
+        nets = [default_url if n is None else n for n in self.nets]
+        mac = self.mac or ([stable_mac(f"{seed}/{i}") for i in range(len(nets))] if seed else None)
+        addr = self.addr if not isinstance(self.addr, tuple) else [list(a) for a in self.addr]
+        return Namespace(nets, iface=self.iface, resolver=list(self.resolver) or None,
+                         resolvconf=self.resolvconf, sysadm=self.sysadm, caps=self.caps,
+                         addr=addr, mac=list(mac) if mac else None)
+
+
+def stable_mac(seed: str) -> str:
+    """A locally administered unicast MAC that depends only on `seed`."""
+    raw = bytearray(hashlib.sha256(seed.encode()).digest()[:6])
+    raw[0] = (raw[0] & 0xFC) | 0x02
+    return raw.hex(":")
 
 
 class State:
@@ -100,11 +148,13 @@ class State:
         self.switches: list[str] = _option(config, "vdens_switch") or []
         self.base = Spec(iface=_option(config, "vdens_iface") or "vde",
                          resolver=tuple(parse_addresses(_option(config, "vdens_resolver") or None)))
+        self.isolate = bool(_option(config, "vdens_isolate"))
         self.unavailable = _option(config, "vdens_unavailable") or "fail"
         if self.unavailable not in ("fail", "skip"):
             raise pytest.UsageError(f"--vdens-unavailable={self.unavailable!r}: use fail or skip")
         self.session_switch: Switch | None = None
         self.session_spaces: dict[tuple[Spec, str], Namespace] = {}
+        self.reported: dict[tuple[int, int], set[str]] = {}  # dead networks already reported
 
     def session_url(self) -> str:
         """Default network of session-scoped namespaces: one switch per worker."""
@@ -115,7 +165,8 @@ class State:
         return self.session_switch.url
 
     def session_namespace(self, spec: Spec, url: str) -> Namespace:
-        key = (spec, url)
+        # vdens(scope="session") tests run in vdens_session_ns's namespace
+        key = (replace(spec, scope="session"), url)
         if key not in self.session_spaces:
             self.session_spaces[key] = self.guard(lambda: spec.make(url))
         return self.session_spaces[key]
@@ -154,10 +205,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--vdens-unavailable", dest="vdens_unavailable", choices=("fail", "skip"),
                     help="when this machine cannot make namespaces (no user namespaces, no "
                          "/dev/net/tun): fail (default) or skip the tests that need them")
+    group.addoption("--vdens-isolate", action="store_true", default=None, dest="vdens_isolate",
+                    help="run every unmarked test as if marked vdens(nets='no'): in a network "
+                         "namespace of its own, with its own loopback and ports. Tests marked "
+                         "vdens(isolate=False) or using the vdens fixtures stay outside.")
     parser.addini("vdens_switch", "default VDE network URLs, one per line", type="linelist")
     parser.addini("vdens_iface", "interface name prefix (default: vde)")
     parser.addini("vdens_resolver", "DNS servers for /etc/resolv.conf inside")
     parser.addini("vdens_unavailable", "fail or skip when namespaces are unavailable")
+    parser.addini("vdens_isolate", "run every unmarked test in a network namespace of its own "
+                  "(like --vdens-isolate)", type="bool", default=False)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -182,7 +239,9 @@ def _switch_id(url: str) -> str:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     urls = metafunc.config.stash[_STATE].switches
-    marked = metafunc.definition.get_closest_marker("vdens") is not None
+    marker = metafunc.definition.get_closest_marker("vdens")
+    # isolated tests have no interface: nothing to run against each switch
+    marked = marker is not None and not _opted_out(marker)
     if len(urls) > 1 and (marked or any(f in metafunc.fixturenames for f in FIXTURES)):
         if "vdens_switch" not in metafunc.fixturenames:
             metafunc.fixturenames.append("vdens_switch")
@@ -194,9 +253,28 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 # -- tests that run inside --------------------------------------------------------------
 
 
+_ISOLATED = pytest.mark.vdens(nets="no").mark
+
+
+def _opted_out(marker: pytest.Mark) -> bool:
+    # with other arguments, Spec.parse reports the mistake as the test's error
+    return not marker.args and marker.kwargs == {"isolate": False}
+
+
+def _inside_marker(item: pytest.Item) -> pytest.Mark | None:
+    """The vdens marker `item` runs inside with (--vdens-isolate's if unmarked), or None."""
+    marker = item.get_closest_marker("vdens")
+    if marker is not None:
+        return None if _opted_out(marker) else marker
+    if (item.config.stash[_STATE].isolate and isinstance(item, pytest.Function)
+            and not any(f in item.fixturenames for f in OUTSIDE_FIXTURES)):
+        return _ISOLATED
+    return None
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
-    marker = item.get_closest_marker("vdens")
+    marker = _inside_marker(item)
     if marker is None or evaluate_skip_marks(item) is not None:
         return None
     item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
@@ -221,6 +299,10 @@ def _run_marked(item: pytest.Item, nextitem: pytest.Item | None,
     def make() -> Namespace:
         spec = Spec.parse(state.base, "@pytest.mark.vdens", marker.args, dict(marker.kwargs))
         inside.setup_wider_fixtures(item)
+        # tmp_path's base directory, made on first use: else each child makes (and leaves) its own
+        factory = getattr(item.config, "_tmp_path_factory", None)
+        if factory is not None:
+            factory.getbasetemp()
         url = _param_url(item)
         if spec.scope == "session":
             return state.session_namespace(spec, url or state.session_url())
@@ -230,7 +312,7 @@ def _run_marked(item: pytest.Item, nextitem: pytest.Item | None,
             made.append(state.guard(Switch))
             url = made[-1].url  # type: ignore[union-attr]
         item.stash[_SWITCH] = url
-        ns: Namespace = state.guard(lambda: spec.make(url))
+        ns: Namespace = state.guard(lambda: spec.make(url, seed=item.nodeid))
         made.append(ns)
         return ns
 
@@ -241,7 +323,8 @@ def _run_marked(item: pytest.Item, nextitem: pytest.Item | None,
             reports = [failed]
         else:
             item.stash[_ACTIVE] = spaces[0]
-            reports = inside.run(item, nextitem, spaces[0])
+            reports = inside.run(item, nextitem, spaces[0], item.stash.get(_TIMEOUT, None))
+            _flag_dead_networks(state, [spaces[0]], reports)
     finally:
         for thing in reversed(made):
             thing.close()
@@ -285,26 +368,58 @@ def vdens_switch(request: pytest.FixtureRequest) -> Iterator[str]:
 
 @pytest.fixture
 def make_vdens_ns(request: pytest.FixtureRequest, vdens_switch: str) -> Iterator[Callable[..., Namespace]]:
-    """Factory: make_vdens_ns(nets=..., iface=, resolver=, resolvconf=, sysadm=, caps=).
+    """Factory: make_vdens_ns(nets=..., iface=, resolver=, resolvconf=, sysadm=, caps=,
+    addr=, mac=).
 
-    Namespaces join this test's default network unless `nets` says otherwise;
-    all of them are closed at the end of the test.
+    Namespaces join this test's default network unless `nets` says otherwise
+    (URLs, or networks from make_vdens_net); all of them are closed at the end
+    of the test. Without mac=, MACs are stable for a given test.
     """
     state = request.config.stash[_STATE]
     made: list[Namespace] = []
 
     def make(*args: Any, **kwargs: Any) -> Namespace:
+        if args:
+            kwargs = {"nets": args[0], **kwargs}
+            args = args[1:]
+        if isinstance(kwargs.get("nets"), (list, tuple)):  # a network from make_vdens_net
+            kwargs["nets"] = [n.url if isinstance(n, Switch) else n for n in kwargs["nets"]]
+        elif isinstance(kwargs.get("nets"), Switch):
+            kwargs["nets"] = [kwargs["nets"].url]
+        if "isolate" in kwargs:
+            raise ArgumentError("make_vdens_ns(): isolate is a marker argument; "
+                                "use @pytest.mark.vdens(isolate=False)")
         spec = Spec.parse(state.base, "make_vdens_ns()", args, kwargs)
         if spec.scope != "function":
             raise ArgumentError("make_vdens_ns(): scope must be 'function'; "
                                 "use vdens_session_ns for a namespace shared by the session")
-        ns: Namespace = state.guard(lambda: spec.make(vdens_switch))
+        seed = f"{request.node.nodeid}#{len(made)}"
+        ns: Namespace = state.guard(lambda: spec.make(vdens_switch, seed))
         made.append(ns)
+        _use(request, ns)
         return ns
 
     yield make
     for ns in made:
         ns.close()
+
+
+@pytest.fixture
+def make_vdens_net(request: pytest.FixtureRequest) -> Iterator[Callable[..., Switch]]:
+    """Factory: make_vdens_net(delay=, jitter=, loss=, dup=, rate=) -> an extra embedded
+    switch (a Switch: pass it in make_vdens_ns(nets=[...]); .impair() changes its
+    impairment, which applies to each host's link). All are closed at test end."""
+    state = request.config.stash[_STATE]
+    made: list[Switch] = []
+
+    def make(**impair: Any) -> Switch:
+        net: Switch = state.guard(lambda: Switch(**impair))
+        made.append(net)
+        return net
+
+    yield make
+    for net in reversed(made):
+        net.close()
 
 
 @pytest.fixture
@@ -315,7 +430,8 @@ def vdens_ns(request: pytest.FixtureRequest, vdens_switch: str) -> Iterator[Name
         yield active
         return
     state = request.config.stash[_STATE]
-    with state.guard(lambda: state.base.make(vdens_switch)) as ns:
+    with state.guard(lambda: state.base.make(vdens_switch, request.node.nodeid)) as ns:
+        _use(request, ns)
         yield ns
 
 
@@ -323,7 +439,7 @@ def vdens_ns(request: pytest.FixtureRequest, vdens_switch: str) -> Iterator[Name
 def vdens_session_ns(request: pytest.FixtureRequest) -> Namespace:
     """One namespace per worker, on the session's default network."""
     state = request.config.stash[_STATE]
-    return state.session_namespace(state.base, state.session_url())
+    return _use(request, state.session_namespace(state.base, state.session_url()))
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -331,4 +447,80 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     if state is None:
         return None
     where = ", ".join(state.switches) if state.switches else "an embedded switch per test"
-    return f"vdens: default network: {where}; worker pid {os.getpid()}"
+    isolated = "; unmarked tests isolated (--vdens-isolate)" if state.isolate else ""
+    return f"vdens: default network: {where}{isolated}; worker pid {os.getpid()}"
+
+
+# -- faults: dead networks, timeouts ------------------------------------------------------
+
+
+def _use(request: pytest.FixtureRequest, ns: Namespace) -> Namespace:
+    """Note that the requesting test uses `ns`: its networks are checked after the call."""
+    if isinstance(request.node, pytest.Item):
+        request.node.stash.setdefault(_USED, []).append(ns)
+    return ns
+
+
+def _flag_dead_networks(state: State, spaces: Sequence[Namespace],
+                        reports: Sequence[pytest.TestReport]) -> None:
+    """Fail the test (or add to its failure) if a network of its namespaces went away.
+
+    A network that is gone stays gone: a shared namespace reports it once.
+    """
+    errors: list[str] = []
+    for ns in spaces:
+        if ns.closed:
+            continue
+        try:
+            found = ns.errors()
+        except VdensError as e:
+            found = [str(e)]
+        seen = state.reported.setdefault((ns._helper.pid, ns.id), set())
+        errors += [e for e in found if e not in seen]
+        seen.update(found)
+    report = next((r for r in reports if r.when == "call"), reports[0] if reports else None)
+    if not errors or report is None:
+        return
+    message = "pytest-vdens: a network of this test went away:\n" + "\n".join(errors)
+    if report.passed and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = message
+    else:
+        report.sections.append(("pytest-vdens", message))
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_makereport(item: pytest.Item,
+                              call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport,
+                                                                        pytest.TestReport]:
+    report = yield
+    used = item.stash.get(_USED, None)
+    if call.when == "call" and used:
+        _flag_dead_networks(item.config.stash[_STATE], used, [report])
+    return report
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> bool | None:
+    """pytest-timeout: a test running inside gets its timeout from its child.
+
+    pytest-timeout's own timer would fire in the parent, which only waits: its
+    signal method would break pytest there, its thread method end the worker.
+    """
+    if inside.in_child():
+        inside.arm_timeout(float(settings.timeout), settings.method)
+        return True
+    if _inside_marker(item) is not None and evaluate_skip_marks(item) is None:
+        item.stash[_TIMEOUT] = (float(settings.timeout), settings.method)
+        return True
+    return None
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_timeout_cancel_timer(item: object) -> bool | None:
+    if inside.in_child():
+        return inside.disarm_timeout() or None
+    if isinstance(item, pytest.Item) and _TIMEOUT in item.stash:
+        del item.stash[_TIMEOUT]
+        return True
+    return None

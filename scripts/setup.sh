@@ -28,5 +28,5 @@ PYTHON=${PYTHON:-/usr/bin/python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 \
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,docs]' 2>&1 \
   | { grep -vE "^(WARNING: Location|  DEPRECATION|DEPRECATION)" || true; }

@@ -16,8 +16,23 @@ run_pytest() {
 
 echo "== mypy --strict pytest_vdens"
 .venv/bin/python -m mypy pytest_vdens
+if [ -z "${PYTEST_VDENS_ROOT_ONLY:-}" ]; then  # once: not again in the unprivileged copy
+  echo "== sphinx-build -W (docs)"
+  rm -rf docs/_build
+  .venv/bin/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
+fi
 echo "== pytest as $(id -un) (uid $(id -u))"
-run_pytest tests -p no:cacheprovider -ra "$@"
+# what this run starts carries the token: the leak check finds what outlives it
+PYTEST_VDENS_RUN=$(cat /proc/sys/kernel/random/uuid)
+export PYTEST_VDENS_RUN
+taps=$(mktemp)
+bash scripts/leakcheck.sh --record "$taps"
+rc=0
+run_pytest tests examples -p no:cacheprovider -ra -n 2 "$@" || rc=$?
+echo "== leak check"
+bash scripts/leakcheck.sh "$taps" || { [ "$rc" != 0 ] || rc=1; }
+rm -f "$taps"
+[ "$rc" = 0 ] || exit "$rc"
 
 if [ "$(id -u)" = 0 ] && [ -z "${PYTEST_VDENS_ROOT_ONLY:-}" ]; then
   user=${PYTEST_VDENS_TEST_USER:-vdenstest}

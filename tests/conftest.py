@@ -8,8 +8,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -89,6 +90,33 @@ def accepts_connections(url: str) -> bool:
     return True
 
 
+def processes_in(link: str) -> list[int]:
+    """Live processes whose network namespace is `link` (e.g. 'net:[4026532]')."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry}/ns/net") == link and alive(int(entry)):
+                    found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def holders_of(link: str) -> list[str]:
+    """Every process or fd that still keeps namespace `link` alive."""
+    found = [f"pid {p}" for p in processes_in(link)]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                for fd in os.listdir(f"/proc/{entry}/fd"):
+                    if os.readlink(f"/proc/{entry}/fd/{fd}") == link:
+                        found.append(f"fd {fd} of pid {entry}")
+            except OSError:
+                pass
+    return found
+
+
 @pytest.fixture
 def vde_switch(tmp_path: Path) -> Iterator[str]:
     """A real vde2 vde_switch; yields its vde:// URL."""
@@ -107,3 +135,61 @@ def vde_switch(tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 def unprivileged() -> bool:
     return os.geteuid() != 0
+
+
+# -- leak checks for tests that run pytest or pyvdens in subprocesses -------------------------
+
+LEAK_TOKEN = "PYTEST_VDENS_LEAK_TOKEN"
+
+
+def processes_with(token: str) -> list[int]:
+    """Live processes whose environment carries LEAK_TOKEN=token (see `no_leaks`)."""
+    needle = f"{LEAK_TOKEN}={token}".encode()
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if needle in f.read().split(b"\0") and alive(int(pid)):
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.fixture
+def no_leaks(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Subprocesses started from here on carry a token and get a TMPDIR of their own.
+
+    At the end none of them (helpers, namespaces, daemons) may run after 2 s,
+    and that TMPDIR must be empty. Yields the TMPDIR.
+    """
+    import tempfile
+    import uuid
+
+    token = uuid.uuid4().hex
+    tmp = tempfile.mkdtemp(prefix="pytest-leaks-")  # short: switch sockets live under it
+    monkeypatch.setenv(LEAK_TOKEN, token)
+    monkeypatch.setenv("TMPDIR", tmp)
+    try:
+        yield tmp
+        wait_until(lambda: not processes_with(token) and not os.listdir(tmp), 2)
+        assert processes_with(token) == []
+        assert os.listdir(tmp) == []
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+T = TypeVar("T")
+
+
+def settled(measure: Callable[[], T], quiet: float = 0.5, timeout: float = 10.0) -> T:
+    """measure() once it has not changed for `quiet` seconds (the helper makes namespaces
+    ahead of time, in the background)."""
+    deadline = time.monotonic() + timeout
+    value, since = measure(), time.monotonic()
+    while time.monotonic() - since < quiet and time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = measure()
+        if now != value:
+            value, since = now, time.monotonic()
+    return value

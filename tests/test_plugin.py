@@ -446,3 +446,41 @@ def test_bad_options_are_usage_errors(pytester: pytest.Pytester) -> None:
     result = run(pytester, "--vdens-resolver", "not-an-address")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*pytest-vdens*'not-an-address'*IPv4 or IPv6*"])
+
+
+def test_addresses_macs_and_networks_from_the_fixtures(pytester: pytest.Pytester) -> None:
+    log = pytester.path / "macs"
+    pytester.makepyfile(f"""
+        import pytest
+
+        def test_stable_macs(make_vdens_ns):
+            a, b = make_vdens_ns(addr="auto"), make_vdens_ns(addr="auto")
+            assert a.run(["ping", "-c", "1", "-W", "5", b.ip()]).returncode == 0
+            for ns in (a, b):
+                link = ns.run(["ip", "-o", "link", "show", "vde0"], capture_output=True, text=True)
+                with open({str(log)!r}, "a") as f:
+                    f.write(link.stdout.split("link/ether ")[1].split()[0] + "\\n")
+
+        def test_networks_and_static_addresses(make_vdens_ns, make_vdens_net):
+            lan = make_vdens_net()
+            a = make_vdens_ns(nets=[lan], addr="10.50.0.1/24", mac="02:00:00:00:50:01")
+            b = make_vdens_ns([lan], addr="10.50.0.2/24")
+            assert a.nets == (lan.url,) and a.ip() == "10.50.0.1"
+            assert b.run(["ping", "-c", "1", "-W", "5", "10.50.0.1"]).returncode == 0
+            with pytest.raises(Exception, match="already used"):
+                make_vdens_ns(nets=[lan], addr="10.50.0.1/24")
+
+        @pytest.mark.vdens(addr="auto")
+        def test_marked_with_auto(vdens_ns):
+            assert vdens_ns.addresses["vde0"][0].startswith(vdens_ns.ip() + "/")
+
+        @pytest.mark.vdens(addr="10.0.0.300/24")
+        def test_bad_addr():
+            pass
+    """)
+    for _ in range(2):
+        result = run(pytester)
+        result.assert_outcomes(passed=3, errors=1)
+    result.stdout.fnmatch_lines(["*'10.0.0.300/24' is not a CIDR*"])
+    first, second = log.read_text().split()[:2], log.read_text().split()[2:]
+    assert first == second and first[0] != first[1]  # the same test, the same MACs

@@ -13,39 +13,12 @@ import textwrap
 from pytest_vdens import Namespace
 from pytest_vdens.client import helper
 
-from .conftest import alive, configure, wait_until
+from .conftest import alive, configure, holders_of, processes_in, wait_until
 
 
 def ns_inode(ns: Namespace, kind: str = "net") -> str:
     fd = ns._fds[kind]
     return os.readlink(f"/proc/self/fd/{fd}")
-
-
-def processes_in(link: str) -> list[int]:
-    """Live processes whose network namespace is `link` (e.g. 'net:[4026532]')."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.readlink(f"/proc/{entry}/ns/net") == link and alive(int(entry)):
-                    found.append(int(entry))
-            except OSError:
-                pass
-    return found
-
-
-def holders_of(link: str) -> list[str]:
-    """Every process or fd that still keeps namespace `link` alive."""
-    found = [f"pid {p}" for p in processes_in(link)]
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                for fd in os.listdir(f"/proc/{entry}/fd"):
-                    if os.readlink(f"/proc/{entry}/fd/{fd}") == link:
-                        found.append(f"fd {fd} of pid {entry}")
-            except OSError:
-                pass
-    return found
 
 
 _TUNGETDEVNETNS = 0x54E3
