@@ -12,6 +12,7 @@ and the kernel kills every process left in the namespace.
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import os
 import resource
@@ -56,8 +57,9 @@ class Helper:
         _remove_stale_dirs()
         self.tmpdir = tempfile.mkdtemp(prefix=f"{_PREFIX}{worker}{'-' if worker else ''}",
                                        dir=_short_tmp())
-        with open(os.path.join(self.tmpdir, "pid"), "w") as f:
-            f.write(str(os.getpid()))
+        # held while we live (even in another PID namespace); the kernel drops it if we are killed
+        self.lock = os.open(os.path.join(self.tmpdir, "lock"), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self.lock, fcntl.LOCK_EX)
         self.switches: dict[int, LocalSwitch] = {}
         self.default_id = 0
         self.namespaces: dict[int, Netns] = {}
@@ -421,19 +423,22 @@ def _short_tmp() -> str:
 
 
 def _remove_stale_dirs() -> None:
-    """Remove what helpers killed with SIGKILL left behind (their pid is gone)."""
+    """Remove what helpers killed with SIGKILL left behind: dirs whose lock nobody holds."""
     for path in glob.glob(os.path.join(_short_tmp(), _PREFIX + "*")):
         try:
-            if os.stat(path).st_uid != os.geteuid():
+            if os.lstat(path).st_uid != os.geteuid():
                 continue
-            with open(os.path.join(path, "pid")) as f:
-                pid = int(f.read())
-            with open(f"/proc/{pid}/comm") as f:
-                if f.read().strip() == "vdens-helper":
-                    continue
-        except (OSError, ValueError):
-            if not os.path.exists(os.path.join(path, "pid")) and os.path.isdir(path):
-                continue  # not ours, or being created
+            fd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue  # not a helper's, or one being made
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # its helper lives
+        finally:
+            os.close(fd)
         shutil.rmtree(path, ignore_errors=True)
 
 

@@ -43,6 +43,6 @@ if [ "$(id -u)" = 0 ] && [ -z "${PYTEST_VDENS_ROOT_ONLY:-}" ]; then
   tar --exclude=./.venv --exclude=./.git --exclude='*.egg-info' -cf - . | tar -C "$copy" -xf -
   chown -R "$user": "$copy"
   echo "== again as unprivileged user $user, in $copy"
-  runuser -u "$user" -- env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$(getent passwd "$user" | cut -d: -f6)" \
+  runuser -u "$user" -- env -i PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin HOME="$(getent passwd "$user" | cut -d: -f6)" \
     PYTEST_VDENS_ROOT_ONLY=1 bash "$copy/scripts/test.sh" "$@"
 fi

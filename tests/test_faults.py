@@ -243,12 +243,23 @@ XDIST_KILL_SUITE = """
 def test_a_killed_xdist_worker_takes_only_its_own_things_with_it(pytester: pytest.Pytester) -> None:
     trace = suite(pytester, XDIST_KILL_SUITE)
     taps = host_taps()
-    result = run(pytester, "-n", "2")
+    start = time.monotonic()
+    with open(pytester.path / "out", "w") as out:
+        proc = pytester.popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "2"],
+                              stdout=out, stderr=subprocess.STDOUT)
+    try:
+        # watched while the other worker goes on
+        assert wait_until(lambda: any("killed" in n for n in records(trace)), 60)
+        killed = [n for n in records(trace) if "killed" in n]
+        assert_all_gone(killed, taps)
+        proc.wait(120)
+    finally:
+        proc.kill()
+        proc.wait()
+    lines = (pytester.path / "out").read_text().splitlines()
+    result = pytest.RunResult(proc.returncode, lines, [], time.monotonic() - start)
     result.assert_outcomes(passed=10, failed=1)
     result.stdout.fnmatch_lines(["*worker 'gw?' crashed while running*test_kills_its_worker*"])
-    killed = [n for n in records(trace) if "killed" in n]
-    assert len(killed) == 1
-    assert_all_gone(killed, taps)
 
 
 # -- 2. a test hangs -----------------------------------------------------------------------
@@ -468,14 +479,21 @@ def test_a_dying_switch_fails_its_tests_by_name_and_the_rest_go_on(
 
 
 def test_a_network_that_dies_during_a_failing_test_is_added_to_its_report(
-        pytester: pytest.Pytester, vde_switch: str) -> None:
+        pytester: pytest.Pytester, short_dir: str) -> None:
+    switch = os.path.join(short_dir, "switch")
     pytester.makepyfile(f"""
-        import subprocess
+        import socket, subprocess
 
         def test_fails_after_its_switch_died(make_vdens_ns):
-            ns = make_vdens_ns([{vde_switch!r}])
-            subprocess.run(["pkill", "-KILL", "-f", "vde_switch -s {vde_switch[len('vde://'):]}"])
+            proc = subprocess.Popen(["vde_switch", "-s", {switch!r}], stdin=subprocess.PIPE,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            with socket.socket(socket.AF_UNIX) as s:
+                while s.connect_ex({switch!r} + "/ctl"):
+                    pass
+            ns = make_vdens_ns([{switch!r}])
             ns.run(["ip", "link", "set", "vde0", "up"], check=True)
+            proc.kill()
+            proc.wait()
             while "NO-CARRIER" not in ns.run(["ip", "link", "show", "vde0"],
                                              capture_output=True, text=True).stdout:
                 pass
@@ -485,7 +503,7 @@ def test_a_network_that_dies_during_a_failing_test_is_added_to_its_report(
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*AssertionError: the test's own failure*",
                                  "*- pytest-vdens -*",
-                                 f"VDE network '{vde_switch}' of vde0 went away: *"])
+                                 f"VDE network '{switch}' of vde0 went away: *"])
 
 
 # -- 4. the test process crashes -----------------------------------------------------------
