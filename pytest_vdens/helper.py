@@ -399,6 +399,8 @@ class Helper:
 
     def shutdown(self) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finish cleaning up, whatever comes
+        for ns in self.namespaces.values():  # all at once, then wait for each
+            signal.pidfd_send_signal(ns.made.init_pidfd, signal.SIGKILL)
         for ns in list(self.namespaces.values()):
             self.destroy(ns)
         self.namespaces.clear()

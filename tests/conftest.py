@@ -182,7 +182,7 @@ def no_leaks(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 T = TypeVar("T")
 
 
-def settled(measure: Callable[[], T], quiet: float = 0.5, timeout: float = 10.0) -> T:
+def settled(measure: Callable[[], T], quiet: float = 0.3, timeout: float = 10.0) -> T:
     """measure() once it has not changed for `quiet` seconds (the helper makes namespaces
     ahead of time, in the background)."""
     deadline = time.monotonic() + timeout

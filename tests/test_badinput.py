@@ -130,7 +130,7 @@ def _fds() -> tuple[int, int, int, int]:
 
 def _flush_pool() -> None:
     """Leave the helper holding only namespaces made ahead for these kinds (its pool)."""
-    for n in range(12):
+    for n in range(8):  # twice the kinds it keeps
         Namespace(iface=f"flush{n}").close()
 
 
