@@ -16,6 +16,7 @@ import select
 import signal
 import struct
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -73,6 +74,9 @@ def run(item: pytest.Item, nextitem: pytest.Item | None, ns: Namespace,
     config = item.config
     r, w = os.pipe()
     dump = os.memfd_create("vdens-timeout")  # where a timed-out child's stacks go
+    # A helper the test starts inside (make_vdens_ns in a marked test) keeps its
+    # files in ours: if pytest is killed, ours removes them with its own.
+    scratch = client.helper().tmpdir
     try:
         try:
             pid = ns.fork()
@@ -81,6 +85,8 @@ def run(item: pytest.Item, nextitem: pytest.Item | None, ns: Namespace,
             raise
         if pid == 0:  # pragma: no cover - the child
             os.close(r)
+            os.environ["TMPDIR"] = scratch
+            tempfile.tempdir = None
             _child(item, w, timeout, dump)
         os.close(w)
         deadline = None if timeout is None else time.monotonic() + timeout[0] + _GRACE
@@ -124,10 +130,12 @@ def _collect(pid: int, r: int, deadline: float | None) -> tuple[bytes, int, bool
     data = bytearray()
     overran = False
     try:
-        watched = [r, pidfd]
+        poller = select.poll()  # not select(): fds may be past 1024
+        poller.register(r, select.POLLIN)
+        poller.register(pidfd, select.POLLIN)
         while True:
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready = select.select(watched, [], [], wait)[0]
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic()) * 1000
+            ready = [fd for fd, _ in poller.poll(wait)]
             if not ready:
                 overran = True
                 deadline = None
@@ -136,7 +144,7 @@ def _collect(pid: int, r: int, deadline: float | None) -> tuple[bytes, int, bool
                 chunk = os.read(r, 1 << 16)
                 data += chunk
                 if not chunk:
-                    watched.remove(r)
+                    poller.unregister(r)
             else:
                 os.set_blocking(r, False)
                 try:

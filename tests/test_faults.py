@@ -189,8 +189,6 @@ NESTED_SUITE = """
 """
 
 
-@pytest.mark.xfail(strict=True, reason="engine: a helper started inside a namespace is killed "
-                   "with it and leaves its directory in $TMPDIR (see the report of issue 6)")
 def test_killing_pytest_leaves_nothing_of_a_nested_helper(
         pytester: pytest.Pytester, short_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
     trace = suite(pytester, NESTED_SUITE)
