@@ -58,8 +58,11 @@ class Helper:
         self.tmpdir = tempfile.mkdtemp(prefix=f"{_PREFIX}{worker}{'-' if worker else ''}",
                                        dir=_short_tmp())
         # held while we live (even in another PID namespace); the kernel drops it if we are killed
-        self.lock = os.open(os.path.join(self.tmpdir, "lock"), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        # locked before it is named "lock": a sweeping helper may look at any moment
+        claim = os.path.join(self.tmpdir, "lock.new")
+        self.lock = os.open(claim, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
         fcntl.flock(self.lock, fcntl.LOCK_EX)
+        os.rename(claim, os.path.join(self.tmpdir, "lock"))
         self.switches: dict[int, LocalSwitch] = {}
         self.default_id = 0
         self.namespaces: dict[int, Netns] = {}
