@@ -28,7 +28,7 @@ export PYTEST_VDENS_RUN
 taps=$(mktemp)
 bash scripts/leakcheck.sh --record "$taps"
 rc=0
-run_pytest tests examples -p no:cacheprovider -ra -n 2 "$@" || rc=$?
+run_pytest tests examples -p no:cacheprovider -ra "$@" || rc=$?
 echo "== leak check"
 bash scripts/leakcheck.sh "$taps" || { [ "$rc" != 0 ] || rc=1; }
 rm -f "$taps"
