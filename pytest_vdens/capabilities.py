@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 from collections.abc import Iterable
 
-import prctl
+from ._prctl import prctl
 
 from .errors import ArgumentError
 

@@ -7,6 +7,7 @@ Exit status: the command's own; 128+N if a signal N killed it; 126/127 if it
 could not be run; 2 for a bad argument; 1 when the engine fails (a network
 that cannot be opened, no /dev/net/tun, user namespaces disabled, ...).
 Every failure of pyvdens itself is one line on stderr: `pyvdens: what; fix`.
+`pyvdens --doctor` checks this machine instead (doctor.py): 0 when ready, else 1.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from . import kernel, resolver
+from . import doctor, kernel, resolver
 from .client import shutdown
 from .errors import ArgumentError, InterfaceNameError, VdensError
 from .libvdeplug import is_no_network
@@ -32,7 +33,8 @@ EXIT_USAGE = 2
 
 USAGE = """\
 pyvdens [options] [vde_network [command [args]]]
-       pyvdens -m|--multi [options] vde_network [vde_network ...] [-- command [args]]"""
+       pyvdens -m|--multi [options] vde_network [vde_network ...] [-- command [args]]
+       pyvdens --doctor"""
 
 EPILOG = """\
 vde_network is a libvdeplug URL (vde:///tmp/sw, vxvde://, slirp://, ...) or =command
@@ -41,7 +43,8 @@ The command ($SHELL if omitted) gets NET_ADMIN, NET_RAW, NET_BIND_SERVICE and
 NET_BROADCAST inside the namespace (and SYS_ADMIN with -s).
 VDE_RESOLVADDR and VDE_RESOLVCONF give the defaults of -R and -r.
 Exit status: the command's (128+N if killed by signal N); 2 for a bad argument;
-1 when a network or the namespace cannot be made."""
+1 when a network or the namespace cannot be made. --doctor: 0 when this machine
+is ready, 1 when a basic item is missing."""
 
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # si_code of a signal the kernel sends to a whole process group, e.g. the
@@ -81,6 +84,11 @@ def _parser() -> _Parser:
     p.add_argument("-u", "--unshare", action="store_true", help="accepted for vdens compatibility")
     p.add_argument("--drop-caps", action="store_true",
                    help="run the command with no capability at all (more than cadrop(1))")
+    # long only: vdens's one-letter options may grow, -d is not ours to take
+    p.add_argument("--doctor", action="store_true",
+                   help="check this machine (user namespaces, /dev/net/tun, libvdeplug and "
+                        "its plugins, python-prctl, vde_plug), print each problem with the "
+                        "command that fixes it, and exit: 0 when ready, 1 when not")
     # REMAINDER: parsing stops at the first network; the command's own
     # options (pyvdens vde:///sw ls -l) are left alone.
     p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -162,6 +170,16 @@ def _run(ns: Namespace, argv: list[str], caps: list[str] | None, early: list[int
     return proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
 
 
+def _doctor(rest: list[str]) -> int:
+    """pyvdens --doctor: the report on stdout; 0 when ready, 1 when not."""
+    if rest:
+        raise UsageError(f"--doctor takes no network or command, got {' '.join(rest)!r}; "
+                         "run `pyvdens --doctor` alone")
+    found = doctor.checks()
+    print(doctor.report(found))
+    return 0 if doctor.ready(found) else EXIT_ENGINE
+
+
 def _fail(status: int, message: str) -> int:
     lines = message.strip().splitlines() or ["failed"]
     print(f"pyvdens: {lines[0]}", file=sys.stderr)
@@ -175,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(sig, lambda signum, frame: early.append(signum))
     try:
         opts = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+        if opts.doctor:
+            return _doctor(opts.rest)
         nets, command = _split(opts.multi, opts.rest)
         settings = _settings(opts, nets)
     except UsageError as e:

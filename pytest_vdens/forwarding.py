@@ -12,6 +12,7 @@ import ctypes
 import os
 from dataclasses import dataclass, field
 
+from .capture import Capture
 from .impairment import WireFilter
 from .libvdeplug import ETHBUFSIZE, VdeConn, lib, scheme
 
@@ -34,6 +35,7 @@ class Link:
     error: str | None = None
     filter: WireFilter | None = None  # a wirefilter between the tap and the network
     network: LocalSwitch | None = None  # the embedded switch it joins, filter or not
+    capture: Capture | None = None
 
 
 @dataclass(eq=False)
@@ -76,18 +78,20 @@ class Forwarder:
     def tap_to_vde(self, link: Link) -> None:
         assert link.conn is not None
         tap, handle, cbuf, bufs, send = link.tap, link.conn.handle, self.cbuf, [self.buf], self.vde_send
-        readv = os.readv
+        readv, cap, view = os.readv, link.capture, self.view
         for _ in range(_BATCH):
             try:
                 n = readv(tap, bufs)
             except BlockingIOError:
                 return
+            if cap is not None:
+                cap.write(view[:n])
             send(handle, cbuf, n, 0)
 
     def vde_to_tap(self, link: Link) -> None:
         assert link.conn is not None
         tap, handle, cbuf, view, recv = link.tap, link.conn.handle, self.cbuf, self.view, self.vde_recv
-        write = os.write
+        write, cap = os.write, link.capture
         # Only vde://'s recv returns at once when idle; others (vxvde, switch,
         # slirp...) block: one frame per wake-up for them.
         for _ in range(_BATCH if scheme(link.url) == "vde" else 1):
@@ -96,6 +100,8 @@ class Forwarder:
                 return
             if n < _ETH_MIN:  # libvdeplug's "nothing for you" (1)
                 continue
+            if cap is not None:
+                cap.write(view[:n])
             try:
                 write(tap, view[:n])
             except OSError:  # tap queue full or down: drop, as a switch would
@@ -107,6 +113,7 @@ class Forwarder:
         assert sw is not None
         tap, buf, bufs, view, macs, ports = link.tap, self.buf, [self.buf], self.view, sw.macs, sw.ports
         readv, write, send, handle, cbuf = os.readv, os.write, self.vde_send, sw.conn.handle, self.cbuf
+        cap = link.capture
         for _ in range(_BATCH):
             try:
                 n = readv(tap, bufs)
@@ -118,11 +125,15 @@ class Forwarder:
             if macs.get(src) is not link:
                 macs[src] = link
             frame = view[:n]
+            if cap is not None:
+                cap.write(frame)
             dest = _FLOOD if buf[0] & 1 else macs.get(bytes(view[:6]), _FLOOD)
             if dest is None:  # a peer on the outside
                 send(handle, cbuf, n, 0)
             elif isinstance(dest, Link):
                 if dest is not link:
+                    if dest.capture is not None:
+                        dest.capture.write(frame)
                     try:
                         write(dest.tap, frame)
                     except OSError:  # queue full: drop, as a switch would
@@ -130,6 +141,8 @@ class Forwarder:
             else:  # broadcast, multicast or unknown: everyone else
                 for port in ports:
                     if port is not link:
+                        if port.capture is not None:
+                            port.capture.write(frame)
                         try:
                             write(port.tap, frame)
                         except OSError:
@@ -149,6 +162,8 @@ class Forwarder:
         frame = view[:n]
         dest = None if buf[0] & 1 else sw.macs.get(bytes(view[:6]))
         for port in (dest,) if dest is not None else sw.ports:
+            if port.capture is not None:
+                port.capture.write(frame)
             try:
                 write(port.tap, frame)
             except OSError:

@@ -27,10 +27,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import prctl
+from ._prctl import prctl
 
 from . import addressing, impairment, kernel, maker, netlink, protocol
 from .errors import ArgumentError, NetworkError, Unavailable, VdensError
+from .capture import Capture
 from .forwarding import Forwarder, Link, LocalSwitch
 from .libvdeplug import VdeConn, scheme
 
@@ -70,6 +71,8 @@ class Helper:
         self.next_id = 1
         self.ep = select.epoll()
         self.handlers: dict[int, Callable[[int], None]] = {}
+        self.later: list[Callable[[], None]] = []  # work for when nothing else waits
+        self.dying: dict[int, maker.Made] = {}  # killed namespaces' inits, not reaped yet
         self.fwd = Forwarder()
         self.pool = maker.Pool(self.watch, self.unwatch)
         self.watch(ctl.fileno(), self.on_request)
@@ -91,8 +94,11 @@ class Helper:
                 break
 
     def turn(self, timeout: float) -> None:
-        """One round of the event loop."""
-        for fd, events in self.ep.poll(timeout):
+        """One round of the event loop: requests and frames first, then deferred work."""
+        ready = self.ep.poll(0 if self.later else timeout)
+        if not ready and self.later:
+            self.later.pop(0)()
+        for fd, events in ready:
             handler = self.handlers.get(fd)
             if handler is not None:
                 handler(events)
@@ -165,7 +171,10 @@ class Helper:
         ns = Netns(self.next_id, made, links)
         self.next_id += 1
         self.namespaces[ns.id] = ns
-        self.pool.refill(spec)  # the next test's, while this one runs
+        if req.get("capture"):
+            for link in links:
+                link.capture = Capture(os.path.join(self.tmpdir, f"cap{ns.id}-{link.ifname}.pcap"))
+        self.later.append(lambda: self.pool.refill(spec))  # the next test's, while this one runs
         try:
             addresses = self.address(ns, req.get("addr"), req.get("mac"))
             for link in links:
@@ -174,6 +183,7 @@ class Helper:
         except BaseException as e:
             self.namespaces.pop(ns.id)
             self.destroy(ns)
+            self.keep_captures(ns, None)
             for fd in made.nsfds:  # never sent
                 os.close(fd)
             if isinstance(e, OSError):  # the kernel refused an address or a MAC
@@ -181,7 +191,8 @@ class Helper:
                                     f"the kernel refused them ({e.strerror})") from None
             raise
         return ({"ok": True, "id": ns.id, "interfaces": ifnames, "nets": urls,
-                 "init": made.init_pid, "nsnames": made.nsnames, "addresses": addresses},
+                 "init": made.init_pid, "nsnames": made.nsnames, "addresses": addresses,
+                 "captures": {lk.ifname: lk.capture.path for lk in links if lk.capture}},
                 made.nsfds)
 
     def address(self, ns: Netns, addr: Any, macs: list[str] | None) -> dict[str, list[str]]:
@@ -224,9 +235,29 @@ class Helper:
 
     def op_close(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
         ns = self.namespaces.pop(req["id"], None)
-        if ns is not None:
-            self.destroy(ns)
-        return {"ok": True}, []
+        if ns is None:
+            return {"ok": True, "kept": {}}, []
+        self.destroy(ns, wait=req.get("wait", True))
+        return {"ok": True, "kept": self.keep_captures(ns, req.get("keep"))}, []
+
+    def keep_captures(self, ns: Netns, where: str | None) -> dict[str, str]:
+        """Move a closed namespace's captures to `where` (as IFNAME.pcap), or delete them."""
+        caps = [link.capture for link in ns.links if link.capture is not None]
+        kept: dict[str, str] = {}
+        try:
+            if where is not None and caps:
+                os.makedirs(where, exist_ok=True)
+                for link in ns.links:
+                    if link.capture is not None:
+                        kept[link.ifname] = os.path.join(where, f"{link.ifname}.pcap")
+                        link.capture.keep(kept[link.ifname])
+        except OSError as e:
+            raise ArgumentError(f"cannot keep the captures in {where!r}: {e.strerror}; "
+                                "give a writable directory (--vdens-capture-dir)") from None
+        finally:
+            for cap in caps:
+                cap.discard()
+        return kept
 
     def op_status(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
         ns = self.namespaces.get(req["id"])
@@ -323,7 +354,7 @@ class Helper:
             link.switch.path, network, os.path.join(self.tmpdir, f"wf{self.next_id}"),
             serve=lambda: self.turn(0.01))
 
-    def destroy(self, ns: Netns) -> None:
+    def destroy(self, ns: Netns, wait: bool = True) -> None:
         for link in ns.links:
             for fd in (link.tap, link.datafd, link.ctlfd):
                 self.unwatch(fd)
@@ -339,9 +370,20 @@ class Helper:
             if link.switch is not None and link in link.switch.ports:
                 link.switch.detach(link)
             os.close(link.tap)  # persistent: the kernel deletes it with the netns
-        ns.made.end()
+            if link.capture is not None:
+                link.capture.close()
+        made = ns.made
+        made.end(wait)
+        if not wait:  # reaped when it is gone: the caller need not wait for that
+            self.dying[made.init_pidfd] = made
+            self.watch(made.init_pidfd, lambda ev: self.reap(made))
         for net in self.networks.values():
             net.release(ns.id)
+
+    def reap(self, made: maker.Made) -> None:
+        self.unwatch(made.init_pidfd)
+        del self.dying[made.init_pidfd]
+        made.reap()
 
     # -- embedded switches ----------------------------------------------------
 
@@ -407,6 +449,9 @@ class Helper:
         for ns in list(self.namespaces.values()):
             self.destroy(ns)
         self.namespaces.clear()
+        for made in list(self.dying.values()):
+            self.unwatch(made.init_pidfd)
+            made.reap()
         self.pool.close()
         for sw in self.switches.values():
             self.close_switch(sw)

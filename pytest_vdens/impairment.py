@@ -18,7 +18,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
-import prctl
+from ._prctl import prctl
 
 from .errors import ArgumentError, Unavailable
 

@@ -24,7 +24,7 @@ def _load() -> ctypes.CDLL:
     except OSError as e:
         raise Unavailable(
             f"cannot load libvdeplug ({name}): {e}; install it with "
-            "`apt install libvdeplug2 vdeplug`"
+            "`apt install libvdeplug2`"
         ) from None
     lib.vde_open_real.restype = ctypes.c_void_p
     lib.vde_open_real.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p]
@@ -53,10 +53,18 @@ def scheme(url: str) -> str:
     return url.split("://", 1)[0] if "://" in url else "vde"
 
 
-def plugin_dirs() -> list[Path]:
-    """Where libvdeplug looks for libvdeplug_<scheme>.so, in its order."""
+def plugin_dirs(env: bool = True) -> list[Path]:
+    """Where libvdeplug looks for libvdeplug_<scheme>.so, in its order.
+
+    A set VDEPLUGIN_PATH, even empty, is the only place it looks (env=False:
+    where it would look without it).
+    """
     lib()
-    dirs = [Path(p) for p in os.environ.get("VDEPLUGIN_PATH", "").split(":") if p]
+    items = os.environ.get("VDEPLUGIN_PATH") if env else None
+    if items is not None:
+        parts = items.split(":")  # libvdeplug reads "" as "/" and ignores a trailing ":"
+        return [Path(d or "/") for d in (parts[:-1] if parts[-1] == "" else parts)]
+    dirs: list[Path] = []
     with open("/proc/self/maps") as maps:
         loaded = {line.split()[-1] for line in maps if "/libvdeplug.so" in line}
     for path in sorted(loaded):

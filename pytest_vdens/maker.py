@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import prctl
+from ._prctl import prctl
 
 from . import kernel, netlink, protocol, resolver
 from .errors import HelperError, VdensError, by_name
@@ -104,15 +104,22 @@ class Made:
     nsnames: list[str]
     indexes: list[int]
 
-    def end(self) -> None:
-        """Kill init: the kernel kills what is left inside with it."""
+    def end(self, wait: bool = True) -> None:
+        """Kill init: the kernel kills what is left inside with it.
+
+        With wait=False the caller reaps it later (reap(), when its pidfd is readable).
+        """
         signal.pidfd_send_signal(self.init_pidfd, signal.SIGKILL)
         os.close(self.netlink)
         os.close(self.keeper)
-        poller = select.poll()  # not select(): the helper may hold over 1024 fds
-        poller.register(self.init_pidfd, select.POLLIN)
-        if poller.poll(5000):
-            os.waitpid(self.init_pid, 0)
+        if wait:
+            poller = select.poll()  # not select(): the helper may hold over 1024 fds
+            poller.register(self.init_pidfd, select.POLLIN)
+            if poller.poll(5000):
+                self.reap()
+
+    def reap(self) -> None:
+        os.waitpid(self.init_pid, 0)
         os.close(self.init_pidfd)
 
     def discard(self) -> None:

@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NoReturn, TypeVar
 
-import prctl
+from ._prctl import prctl
 
 from . import addressing, capabilities, client, impairment, kernel
 from .errors import ArgumentError, CallCrashed, NamespaceClosed, RemoteTraceback, VdensError
@@ -77,7 +77,8 @@ class Namespace:
     default), scoped to the namespace. `addr` gives each interface addresses
     (one CIDR, or a list, per interface) or "auto" (a unique IPv4 and IPv6
     ULA per network; slirp's usual 10.0.2.15/24, its gateway and DNS on a
-    slirp:// interface) and brings it up; `mac` sets MACs.
+    slirp:// interface) and brings it up; `mac` sets MACs. With `capture`,
+    the helper records each interface's frames in a pcap file (`captures`).
     """
 
     def __init__(self, nets: Nets = None, *, iface: str = "vde",
@@ -85,7 +86,7 @@ class Namespace:
                  resolvconf: str | os.PathLike[str] | None = None,
                  sysadm: bool = False, caps: Iterable[str] | None = None,
                  addr: str | Sequence[str | Sequence[str]] | None = None,
-                 mac: str | Sequence[str] | None = None) -> None:
+                 mac: str | Sequence[str] | None = None, capture: bool = False) -> None:
         urls = normalize_nets(nets)
         if not isinstance(iface, str):
             raise ArgumentError(f"iface={iface!r} is not a string; use e.g. 'vde' or 'eth'")
@@ -103,7 +104,7 @@ class Namespace:
             mnt=bool(addrs or conf or sysadm),
             addr=None if addr is None else
             "auto" if static is None else [[str(i) for i in ifs] for ifs in static],
-            mac=None if macs is None else [m.hex() for m in macs])
+            mac=None if macs is None else [m.hex() for m in macs], capture=bool(capture))
         self.id: int = reply["id"]
         #: Interface names inside, in the order of `nets`.
         self.interfaces: tuple[str, ...] = tuple(reply["interfaces"])
@@ -114,6 +115,8 @@ class Namespace:
         #: The addresses given with addr=, per interface (CIDRs).
         self.addresses: dict[str, tuple[str, ...]] = {
             k: tuple(v) for k, v in reply["addresses"].items()}
+        #: With capture=True: each interface's pcap file, written while the namespace is open.
+        self.captures: dict[str, str] = dict(reply["captures"])
         self._fds: dict[str, int] = dict(zip(reply["nsnames"], fds, strict=True))
         self._procs: list[subprocess.Popen[Any]] = []
         self.closed = False
@@ -333,14 +336,23 @@ class Namespace:
         reply, _ = self._helper.request("status", id=self.id)
         return list(reply["errors"])
 
-    def close(self) -> None:
-        """Kill everything inside and release the namespace; idempotent."""
+    def close(self, keep_captures: str | os.PathLike[str] | None = None,
+              wait: bool = True) -> dict[str, str]:
+        """Kill everything inside and release the namespace; idempotent.
+
+        Captures are deleted, or moved to the directory `keep_captures` as
+        IFNAME.pcap: the kept files' paths are returned. With wait=False it
+        returns once everything inside is killed, not when it is gone.
+        """
         if self.closed:
-            return
+            return {}
         self.closed = True
         try:
             if self._helper.owner == os.getpid():
-                self._helper.request("close", id=self.id)
+                keep = None if keep_captures is None else os.path.abspath(keep_captures)
+                reply, _ = self._helper.request("close", id=self.id, keep=keep, wait=wait)
+                return dict(reply["kept"])
+            return {}
         finally:
             for fd in self._fds.values():
                 os.close(fd)

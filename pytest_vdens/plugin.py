@@ -7,19 +7,22 @@ import os
 import re
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import pytest
+from _pytest.config import create_terminal_writer
 from _pytest.skipping import evaluate_skip_marks
 
-from . import addressing, capabilities, inside
+from . import addressing, capabilities, diagnose, doctor, inside
 from .errors import ArgumentError, Unavailable, VdensError
 from .namespace import Namespace, normalize_nets
 from .resolver import check_resolvconf, parse_addresses
 from .switch import Switch
 
 MARKER = """vdens(nets=None, iface="vde", resolver=None, resolvconf=None, sysadm=False, caps=None, \
-scope="function", isolate=True, addr=None, mac=None): run this test INSIDE a private user+network namespace (pytest-vdens). \
+scope="function", isolate=True, addr=None, mac=None, capture=None): run this test INSIDE a private user+network namespace (pytest-vdens). \
 Setup, call and teardown happen in a child forked from pytest that joins the namespace, so \
 function-scoped fixtures live inside; fixtures of wider scope are set up outside first and shared. \
 nets: libvdeplug URLs, one interface each (vde0, vde1, ...; vde://, vxvde://, slirp://, ptp://, \
@@ -33,11 +36,14 @@ isolate=False: run this test normally, outside, even under --vdens-isolate (whic
 unmarked test as if marked vdens(nets="no"): its own loopback and ports). \
 addr: "auto" (a unique IPv4 and IPv6 ULA per network; slirp's 10.0.2.15, gateway and DNS on \
 slirp://) or one CIDR (or list of CIDRs) per interface; the interfaces come up. mac: one MAC \
-per interface (default: stable for the test)."""
+per interface (default: stable for the test). capture: "no", "on-failure" or "always" \
+(default: --vdens-capture): record each interface's frames to pcap, kept when the test fails \
+(or always), and summarized in the failure report with the namespace's network state."""
 
 KEYS = ("nets", "iface", "resolver", "resolvconf", "sysadm", "caps", "scope", "isolate", "addr",
-        "mac")
+        "mac", "capture")
 SCOPES = ("function", "session")
+CAPTURE = ("no", "on-failure", "always")
 FIXTURES = ("vdens_ns", "make_vdens_ns", "vdens_switch")
 # Tests using these drive namespaces from outside: --vdens-isolate leaves them there.
 OUTSIDE_FIXTURES = (*FIXTURES, "vdens_session_ns", "make_vdens_net")
@@ -47,6 +53,9 @@ _SWITCH = pytest.StashKey[str]()
 _STATE = pytest.StashKey["State"]()
 _USED = pytest.StashKey[list[Namespace]]()  # namespaces of a test, checked for dead networks
 _TIMEOUT = pytest.StashKey[inside.Timeout]()  # pytest-timeout's, enforced by inside.run
+_FAILED = pytest.StashKey[bool]()  # the test failed: keep its captures
+_KEPT = pytest.StashKey[Path]()  # where its captures are kept
+_COUNT = pytest.StashKey[int]()  # namespaces made for it so far
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,7 @@ class Spec:
     isolate: bool = True
     addr: str | tuple[tuple[str, ...], ...] | None = None
     mac: tuple[str, ...] | None = None
+    capture: str = "on-failure"
 
     @classmethod
     def parse(cls, base: Spec, where: str, args: Sequence[Any], kwargs: dict[str, Any]) -> Spec:
@@ -113,6 +123,11 @@ class Spec:
         if "mac" in kwargs and kwargs["mac"] is not None:
             macs = addressing.parse_mac(kwargs["mac"], len(spec.nets)) or []
             spec = replace(spec, mac=tuple(m.hex(":") for m in macs))
+        if "capture" in kwargs and kwargs["capture"] is not None:
+            if kwargs["capture"] not in CAPTURE:
+                raise ArgumentError(f"{where}: capture={kwargs['capture']!r} is not one of "
+                                    f"{', '.join(map(repr, CAPTURE))}")
+            spec = replace(spec, capture=kwargs["capture"])
         if "isolate" in kwargs:
             if not isinstance(kwargs["isolate"], bool):
                 raise ArgumentError(f"{where}: isolate={kwargs['isolate']!r} must be True or False")
@@ -131,7 +146,7 @@ class Spec:
         addr = self.addr if not isinstance(self.addr, tuple) else [list(a) for a in self.addr]
         return Namespace(nets, iface=self.iface, resolver=list(self.resolver) or None,
                          resolvconf=self.resolvconf, sysadm=self.sysadm, caps=self.caps,
-                         addr=addr, mac=list(mac) if mac else None)
+                         addr=addr, mac=list(mac) if mac else None, capture=self.capture != "no")
 
 
 def stable_mac(seed: str) -> str:
@@ -145,9 +160,18 @@ class State:
     """Per-process plugin state: options, and what lives for the whole session."""
 
     def __init__(self, config: pytest.Config) -> None:
+        self.config = config
         self.switches: list[str] = _option(config, "vdens_switch") or []
+        capture = _option(config, "vdens_capture") or "on-failure"
+        if capture not in CAPTURE:
+            raise pytest.UsageError(f"vdens_capture = {capture!r}: use {', '.join(CAPTURE)}")
+        self.capture_dir: str | None = _option(config, "vdens_capture_dir") or None
         self.base = Spec(iface=_option(config, "vdens_iface") or "vde",
-                         resolver=tuple(parse_addresses(_option(config, "vdens_resolver") or None)))
+                         resolver=tuple(parse_addresses(_option(config, "vdens_resolver") or None)),
+                         capture=capture)
+        # each namespace's label in reports ("ns0"...) and capture mode
+        self.meta: WeakKeyDictionary[Namespace, tuple[str, str]] = WeakKeyDictionary()
+        self.session_kept: dict[Namespace, Path] = {}  # session namespaces a failed test used
         self.isolate = bool(_option(config, "vdens_isolate"))
         self.unavailable = _option(config, "vdens_unavailable") or "fail"
         if self.unavailable not in ("fail", "skip"):
@@ -168,7 +192,9 @@ class State:
         # vdens(scope="session") tests run in vdens_session_ns's namespace
         key = (replace(spec, scope="session"), url)
         if key not in self.session_spaces:
-            self.session_spaces[key] = self.guard(lambda: spec.make(url))
+            ns = self.guard(lambda: spec.make(url))
+            self.meta[ns] = (f"session{len(self.session_spaces)}", spec.capture)
+            self.session_spaces[key] = ns
         return self.session_spaces[key]
 
     def guard(self, make: Callable[[], Any]) -> Any:
@@ -182,10 +208,23 @@ class State:
 
     def close(self) -> None:
         for ns in self.session_spaces.values():
-            ns.close()
+            label, mode = self.meta.get(ns, ("", "no"))
+            where = self.session_kept.get(ns)
+            if where is None and mode == "always":
+                where = self.capture_base("session")
+            ns.close(keep_captures=where / label if where else None)
         self.session_spaces.clear()
         if self.session_switch is not None:
             self.session_switch.close()
+
+    def capture_base(self, name: str) -> Path:
+        """A new directory for captures: under --vdens-capture-dir, else in basetemp."""
+        if self.capture_dir:
+            worker = os.environ.get("PYTEST_XDIST_WORKER")
+            name = f"{name}-{worker}" if worker and name == "session" else name
+            return Path(self.capture_dir).absolute() / re.sub(r"[^\w.=-]+", "_", name)[-150:]
+        factory: pytest.TempPathFactory = self.config._tmp_path_factory  # type: ignore[attr-defined]
+        return factory.mktemp(re.sub(r"\W", "_", name)[:30], numbered=True) / "vdens-capture"
 
 
 def _option(config: pytest.Config, name: str) -> Any:
@@ -195,6 +234,12 @@ def _option(config: pytest.Config, name: str) -> Any:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("vdens", "private network namespaces (pytest-vdens)")
+    # next to --markers and --fixtures: it reports and exits, and has no ini key
+    parser.getgroup("general").addoption(
+        "--vdens-doctor", action="store_true", dest="vdens_doctor",
+        help="pytest-vdens: check this machine (user namespaces, /dev/net/tun, libvdeplug and "
+             "its plugins, python-prctl, vde_plug), print each problem with its fix, and exit "
+             "(1 when a basic item is missing)")
     group.addoption("--vdens-switch", action="append", dest="vdens_switch", metavar="URL",
                     help="VDE network for the tests' default interface (repeat it to run the "
                          "vdens tests against each). Default: an embedded switch per test.")
@@ -205,6 +250,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--vdens-unavailable", dest="vdens_unavailable", choices=("fail", "skip"),
                     help="when this machine cannot make namespaces (no user namespaces, no "
                          "/dev/net/tun): fail (default) or skip the tests that need them")
+    group.addoption("--vdens-capture", dest="vdens_capture", choices=CAPTURE,
+                    help="record each namespace interface's frames to pcap: no, on-failure "
+                         "(default: kept for failed tests and summarized in their report) or "
+                         "always")
+    group.addoption("--vdens-capture-dir", dest="vdens_capture_dir", metavar="DIR",
+                    help="keep captures in DIR/<test id>/ instead of the test's directory in "
+                         "pytest's basetemp")
     group.addoption("--vdens-isolate", action="store_true", default=None, dest="vdens_isolate",
                     help="run every unmarked test as if marked vdens(nets='no'): in a network "
                          "namespace of its own, with its own loopback and ports. Tests marked "
@@ -213,6 +265,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("vdens_iface", "interface name prefix (default: vde)")
     parser.addini("vdens_resolver", "DNS servers for /etc/resolv.conf inside")
     parser.addini("vdens_unavailable", "fail or skip when namespaces are unavailable")
+    parser.addini("vdens_capture", "no, on-failure (default) or always: see --vdens-capture")
+    parser.addini("vdens_capture_dir", "where to keep captures: see --vdens-capture-dir")
     parser.addini("vdens_isolate", "run every unmarked test in a network namespace of its own "
                   "(like --vdens-isolate)", type="bool", default=False)
 
@@ -313,6 +367,7 @@ def _run_marked(item: pytest.Item, nextitem: pytest.Item | None,
             url = made[-1].url  # type: ignore[union-attr]
         item.stash[_SWITCH] = url
         ns: Namespace = state.guard(lambda: spec.make(url, seed=item.nodeid))
+        _made(item, ns, spec)
         made.append(ns)
         return ns
 
@@ -325,9 +380,16 @@ def _run_marked(item: pytest.Item, nextitem: pytest.Item | None,
             item.stash[_ACTIVE] = spaces[0]
             reports = inside.run(item, nextitem, spaces[0], item.stash.get(_TIMEOUT, None))
             _flag_dead_networks(state, [spaces[0]], reports)
+            failed = next((r for r in reports if r.failed and r.when != "teardown"), None)
+            if failed is not None:  # the child gave the state, unless it died first
+                _diagnose(item, failed, spaces, not any(
+                    title == "vdens network state" for r in reports for title, _ in r.sections))
     finally:
         for thing in reversed(made):
-            thing.close()
+            if isinstance(thing, Namespace):
+                _close(item, thing)
+            else:
+                thing.close()
         if _ACTIVE in item.stash:
             del item.stash[_ACTIVE]
     # the item's wider fixtures and collectors are ours to tear down
@@ -395,13 +457,14 @@ def make_vdens_ns(request: pytest.FixtureRequest, vdens_switch: str) -> Iterator
                                 "use vdens_session_ns for a namespace shared by the session")
         seed = f"{request.node.nodeid}#{len(made)}"
         ns: Namespace = state.guard(lambda: spec.make(vdens_switch, seed))
+        _made(request.node, ns, spec)
         made.append(ns)
         _use(request, ns)
         return ns
 
     yield make
     for ns in made:
-        ns.close()
+        _close(request.node, ns)
 
 
 @pytest.fixture
@@ -430,9 +493,12 @@ def vdens_ns(request: pytest.FixtureRequest, vdens_switch: str) -> Iterator[Name
         yield active
         return
     state = request.config.stash[_STATE]
-    with state.guard(lambda: state.base.make(vdens_switch, request.node.nodeid)) as ns:
-        _use(request, ns)
-        yield ns
+    ns = state.guard(lambda: state.base.make(vdens_switch, request.node.nodeid))
+    _made(request.node, ns, state.base)
+    try:
+        yield _use(request, ns)
+    finally:
+        _close(request.node, ns)
 
 
 @pytest.fixture(scope="session")
@@ -442,13 +508,27 @@ def vdens_session_ns(request: pytest.FixtureRequest) -> Namespace:
     return _use(request, state.session_namespace(state.base, state.session_url()))
 
 
-def pytest_report_header(config: pytest.Config) -> str | None:
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
     state = config.stash.get(_STATE, None)
     if state is None:
         return None
     where = ", ".join(state.switches) if state.switches else "an embedded switch per test"
     isolated = "; unmarked tests isolated (--vdens-isolate)" if state.isolate else ""
-    return f"vdens: default network: {where}{isolated}; worker pid {os.getpid()}"
+    try:
+        ready = doctor.summary(doctor.checks())
+    except Exception as e:  # a line of the header must not stop the tests
+        ready = f"vdens: the environment check failed: {e!r} (run `pyvdens --doctor`)"
+    return [f"vdens: default network: {where}{isolated}; worker pid {os.getpid()}", ready]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    """--vdens-doctor: the report, then exit, as --markers does."""
+    if not config.getoption("vdens_doctor", False):
+        return None
+    found = doctor.checks()
+    create_terminal_writer(config).line(doctor.report(found))
+    return 0 if doctor.ready(found) else 1
 
 
 # -- faults: dead networks, timeouts ------------------------------------------------------
@@ -497,7 +577,66 @@ def pytest_runtest_makereport(item: pytest.Item,
     used = item.stash.get(_USED, None)
     if call.when == "call" and used:
         _flag_dead_networks(item.config.stash[_STATE], used, [report])
+    if report.failed and call.when != "teardown":
+        active = item.stash.get(_ACTIVE, None)
+        if inside.in_child() and active is not None:  # live, before the test's fixtures go
+            label = item.config.stash[_STATE].meta.get(active, ("ns0", ""))[0]
+            report.sections.append(diagnose.state_here(label, active))
+        if used:
+            _diagnose(item, report, used)
     return report
+
+
+# -- failure reports: network state and captures -------------------------------------------
+
+
+def _made(item: pytest.Item, ns: Namespace, spec: Spec) -> None:
+    """Label a test's namespace for its reports ("ns0", "ns1"...) and note its capture mode."""
+    count = item.stash.get(_COUNT, 0)
+    item.stash[_COUNT] = count + 1
+    item.config.stash[_STATE].meta[ns] = (f"ns{count}", spec.capture)
+
+
+def _close(item: pytest.Item, ns: Namespace) -> None:
+    """Close a test's namespace, keeping its captures if the test failed (or always)."""
+    label, mode = item.config.stash[_STATE].meta.get(ns, ("ns", "no"))
+    keep = mode == "always" or (mode == "on-failure" and item.stash.get(_FAILED, False))
+    # not waiting for the kernel to finish: the helper reaps while the next test runs
+    ns.close(keep_captures=_capture_dir(item) / label if keep and ns.captures else None,
+             wait=False)
+
+
+def _capture_dir(item: pytest.Item) -> Path:
+    """Where a test's captures are kept: in its tmp_path if it has one."""
+    if _KEPT not in item.stash:
+        state = item.config.stash[_STATE]
+        tmp = (getattr(item, "funcargs", None) or {}).get("tmp_path")
+        if tmp is not None and not state.capture_dir:
+            item.stash[_KEPT] = Path(tmp) / "vdens-capture"
+        else:
+            item.stash[_KEPT] = state.capture_base(item.nodeid if state.capture_dir else item.name)
+    return item.stash[_KEPT]
+
+
+def _diagnose(item: pytest.Item, report: pytest.TestReport, spaces: Sequence[Namespace],
+              with_state: bool = True) -> None:
+    """A failed test: its namespaces' state and last frames go into the report."""
+    item.stash[_FAILED] = True
+    state = item.config.stash[_STATE]
+    labelled, kept = [], {}
+    for ns in spaces:
+        label, mode = state.meta.get(ns, ("ns", "no"))
+        labelled.append((label, ns))
+        if ns.captures and mode != "no":
+            if ns in state.session_spaces.values():
+                where = state.session_kept.setdefault(ns, state.capture_base("session"))
+            else:
+                where = _capture_dir(item)
+            kept[label] = str(where / label)
+    try:
+        report.sections += diagnose.sections(labelled, kept, with_state)
+    except Exception as e:  # the report matters more than our part of it
+        report.sections.append(("vdens network state", f"(could not gather it: {e!r})"))
 
 
 @pytest.hookimpl(optionalhook=True)

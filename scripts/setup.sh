@@ -9,6 +9,7 @@ APT_PACKAGES=(
   libvdeplug2 vdeplug libvdeplug-slirp   # libvdeplug, its plugins, vde_plug (embedded switch)
   libcap-dev gcc python3-dev python3-venv # to build python-prctl
   vdens vde2 iperf3 iproute2 iputils-ping # real peers used by the tests
+  tcpdump tshark                          # read the tests' pcap captures
 )
 
 if [ "$(id -u)" = 0 ]; then

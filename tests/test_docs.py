@@ -192,6 +192,21 @@ def test_degrade_links(pytester: pytest.Pytester) -> None:
         result.stdout.fnmatch_lines(["SKIPPED*this kernel has no sch_netem module"])
 
 
+def test_captures(pytester: pytest.Pytester) -> None:
+    copy_example(pytester, "test_captures.py")
+    result = run(pytester, f"--basetemp={pytester.path / 'bt'}")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "*- vdens network state -*", "ns0 (vde0 on vde://*", "*10.0.0.1/24*",
+        "*- vdens capture -*", "*/test_the_server_answers0/vdens-capture/ns0/vde0.pcap",
+        "*ns0/vde0 out IPv4 10.0.0.1:* > 10.0.0.2:8080 TCP ?S?*",
+        "*ns0/vde0 in  IPv4 10.0.0.2:8080 > 10.0.0.1:* TCP ?R.?*"])
+    shown = subprocess.run(["tcpdump", "-nr", str(pytester.path / "bt/test_the_server_answers0/"
+                                                  "vdens-capture/ns1/vde0.pcap")],
+                           capture_output=True, text=True, check=True).stdout
+    assert re.search(r"10\.0\.0\.2\.8080 > 10\.0\.0\.1\.\d+: Flags \[R\.\]", shown), shown
+
+
 def test_a_session_server_with_vdens_isolate(pytester: pytest.Pytester) -> None:
     copy_example(pytester, "isolate")
     run(pytester, "-n", "2", "--vdens-isolate").assert_outcomes(passed=8)
@@ -240,6 +255,7 @@ EXAMPLE_TESTS = {
     "test_slirp.py": test_slirp,
     "test_routers.py": test_routers,
     "test_degrade.py": test_degrade_links,
+    "test_captures.py": test_captures,
     "isolate/conftest.py": test_a_session_server_with_vdens_isolate,
     "isolate/test_api.py": test_a_session_server_with_vdens_isolate,
 }
