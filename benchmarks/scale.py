@@ -6,9 +6,10 @@ Both sides: a checker host (scripts.checker, untimed set-up) waits for "go". Tim
 ip link set vde0 up`, then "go", until the checker has had an echo reply from all N.
 Timed "down": until every namespace is gone.
 
-pytest-vdens (benchmarks.worker scale): Namespace() N times in a loop on the embedded
-switch, each configured by ns.popen(...) at once (waited for after the loop); down
-is ns.close() for each.
+pytest-vdens (benchmarks.worker scale): Namespace(addr=[...]) N times in a loop on the
+embedded switch: the helper gives the same address and brings vde0 up, as a user of
+pytest-vdens would have it done (checked after the timing); down is ns.close(wait=False)
+for each, then a wait until all are gone.
 vdens: N `vdens vde://SW sh -c '...; echo up; exec cat >/dev/null'` started in
 parallel on a `vde_plug switch:// null://`; up once each printed "up". down: close
 their stdins (the shell ends, so vdens closes its tap and exits: killing vdens itself

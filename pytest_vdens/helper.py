@@ -22,6 +22,7 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -379,6 +380,13 @@ class Helper:
             self.watch(made.init_pidfd, lambda ev: self.reap(made))
         for net in self.networks.values():
             net.release(ns.id)
+
+    def op_settle(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        """Return once every namespace closed without waiting is gone (at most 10 s)."""
+        deadline = time.monotonic() + 10
+        while self.dying and time.monotonic() < deadline:
+            self.turn(0.05)
+        return {"ok": True, "dying": len(self.dying)}, []
 
     def reap(self, made: maker.Made) -> None:
         self.unwatch(made.init_pidfd)

@@ -9,6 +9,7 @@ makes the next namespace of a kind ahead of time, while a test runs.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import resource
@@ -19,9 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ._prctl import prctl
-
 from . import kernel, netlink, protocol, resolver
+from ._prctl import prctl
 from .errors import HelperError, VdensError, by_name
 
 Spec = dict[str, Any]  # ifnames, mnt, resolver, resolvconf
@@ -185,46 +185,58 @@ def key_of(spec: Spec) -> str:
 
 
 class Pool:
-    """Namespaces made ahead, one per recently asked kind, while tests run."""
+    """Namespaces made ahead, for recently asked kinds, while tests run.
+
+    Each kind keeps `depth` ready or in the making. Asked for one when none is
+    ready, the pool doubles that kind's depth and starts them all at once: a
+    burst (a loop making a hundred) then overlaps the making of each.
+    """
 
     KINDS = 4
+    MAX_DEPTH = 16
 
     def __init__(self, watch: Callable[[int, Callable[[int], None]], None],
                  unwatch: Callable[[int], None]) -> None:
         self.watch, self.unwatch = watch, unwatch
         self.ready: dict[str, list[Made]] = {}
-        self.making: dict[str, Maker] = {}
+        self.making: dict[str, list[Maker]] = {}
+        self.depth: dict[str, int] = {}
         self.kinds: list[str] = []  # most recently asked last
 
     def take(self, spec: Spec) -> Made:
         """A namespace of this kind: made ahead if one is ready, else now."""
         key = key_of(spec)
         if self.ready.get(key):
-            return self.ready[key].pop()
-        maker = self.making.pop(key, None)
-        if maker is not None:
-            self.unwatch(maker.sock.fileno())
-        else:
-            maker = Maker.start(spec)
+            return self.ready[key].pop(0)
+        if not self.making.get(key):
+            self.depth[key] = min(2 * self.depth.get(key, 1), self.MAX_DEPTH)
+            self.making[key] = [Maker.start(spec)]
+            self.fill(spec)
+        maker = self.making[key].pop(0)
+        self.unwatch(maker.sock.fileno())
         return maker.finish()
 
     def refill(self, spec: Spec) -> None:
-        """Start making the next namespace of this kind, in the background."""
+        """Note the kind as asked for, and start making what it lacks, in the background."""
         key = key_of(spec)
         if key in self.kinds:
             self.kinds.remove(key)
         self.kinds.append(key)
         for old in self.kinds[:-self.KINDS]:
             self.forget(old)
-        if self.ready.get(key) or key in self.making:
-            return
-        maker = Maker.start(spec)
-        self.making[key] = maker
-        self.watch(maker.sock.fileno(), lambda ev: self.on_made(maker))
+        self.fill(spec)
 
-    def on_made(self, maker: Maker) -> None:
+    def fill(self, spec: Spec) -> None:
+        key = key_of(spec)
+        making = self.making.setdefault(key, [])
+        while len(self.ready.get(key, ())) + len(making) < self.depth.get(key, 1):
+            maker = Maker.start(spec)
+            making.append(maker)
+            self.watch(maker.sock.fileno(), functools.partial(self.on_made, maker))
+
+    def on_made(self, maker: Maker, events: int = 0) -> None:
         self.unwatch(maker.sock.fileno())
-        del self.making[maker.key]
+        self.making[maker.key].remove(maker)
         try:
             self.ready.setdefault(maker.key, []).append(maker.finish())
         except VdensError:
@@ -232,10 +244,10 @@ class Pool:
 
     def forget(self, key: str) -> None:
         self.kinds.remove(key)
+        self.depth.pop(key, None)
         for made in self.ready.pop(key, []):
             made.discard()
-        maker = self.making.pop(key, None)
-        if maker is not None:
+        for maker in self.making.pop(key, []):
             self.unwatch(maker.sock.fileno())
             try:
                 maker.finish().discard()
