@@ -1,8 +1,11 @@
 """Case 2: data path. iperf3 TCP throughput and ping RTT between two namespaces.
 
 pytest-vdens: two Namespace() on the embedded switch (a `vde_plug switch:// null://`).
+pytest-vdens with capture: the same with Namespace(capture=True), both recording every
+frame to a pcap file in the helper, as the pytest plugin does for every namespace by
+default (--vdens-capture=on-failure); compared with the side without capture.
 vdens: two `vdens vde://SW sh -c ...` on a `vde_plug switch:// null://` started here.
-Both sides run the same scripts (scripts.DP_SERVER / DP_CLIENT): configure with ip(8),
+All sides run the same scripts (scripts.DP_SERVER / DP_CLIENT): configure with ip(8),
 ping -c COUNT -i 0.002 (median of the per-packet times), then iperf3 -c -t SECS -J.
 """
 
@@ -40,12 +43,20 @@ def parse(out: Path) -> dict[str, Any]:
     return res
 
 
-def run_pv(bench: Bench, out: Path, secs: int, count: int) -> dict[str, Any]:
+def run_pv(bench: Bench, out: Path, secs: int, count: int, capture: bool = False) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "benchmarks.worker", "datapath", "--out", str(out),
-           "--secs", str(secs), "--count", str(count)]
+           "--secs", str(secs), "--count", str(count)] + (["--capture"] if capture else [])
     r = subprocess.run(cmd, env=bench.env, capture_output=True, text=True, timeout=secs + 180, check=False,
                        stdin=subprocess.DEVNULL)
     res = parse(out)
+    if capture and res["ok"]:
+        try:
+            worker = json.loads(r.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            worker = {}
+        res.update(capture_files=worker.get("capture_files", 0), capture_bytes=worker.get("capture_bytes", 0))
+        if res["capture_files"] != 2 or res["capture_bytes"] <= 2 * 24:  # 24: a pcap file's header
+            res.update(ok=False, detail=f"capture on, but the two pcap files stayed empty: {worker}")
     if not res["ok"]:
         res["detail"] = f"{res.get('detail', '')} worker: {r.stdout[-800:]} {r.stderr[-800:]}"
     return res
@@ -74,16 +85,22 @@ def run_vdens(bench: Bench, out: Path, secs: int, count: int) -> dict[str, Any]:
     return res
 
 
+SIDES = ("pv", "pv_cap", "vdens")  # pytest-vdens, the same with capture on, vdens
+
+
 def run(bench: Bench, reps: int, secs: int, count: int) -> dict[str, Any]:
     need("iperf3", "iperf3")
     need("ping", "iputils-ping")
-    sides: dict[str, list[dict[str, Any]]] = {"pv": [], "vdens": []}
+    sides: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
     failures = []
     for rep in range(reps):
-        order = ("pv", "vdens") if rep % 2 == 0 else ("vdens", "pv")
+        order = SIDES[rep % len(SIDES):] + SIDES[:rep % len(SIDES)]  # rotated: each side first in turn
         for side in order:
             out = bench.dir(f"datapath/{side}-{rep}")
-            res = (run_pv if side == "pv" else run_vdens)(bench, out, secs, count)
+            if side == "vdens":
+                res = run_vdens(bench, out, secs, count)
+            else:
+                res = run_pv(bench, out, secs, count, capture=side == "pv_cap")
             shutil.rmtree(out, ignore_errors=True)
             sides[side].append(res)
             if res["ok"]:

@@ -74,6 +74,7 @@ class Helper:
         self.handlers: dict[int, Callable[[int], None]] = {}
         self.later: list[Callable[[], None]] = []  # work for when nothing else waits
         self.dying: dict[int, maker.Made] = {}  # killed namespaces' inits, not reaped yet
+        self.captures: list[Capture] = []
         self.fwd = Forwarder()
         self.pool = maker.Pool(self.watch, self.unwatch)
         self.watch(ctl.fileno(), self.on_request)
@@ -96,9 +97,13 @@ class Helper:
 
     def turn(self, timeout: float) -> None:
         """One round of the event loop: requests and frames first, then deferred work."""
-        ready = self.ep.poll(0 if self.later else timeout)
-        if not ready and self.later:
-            self.later.pop(0)()
+        # recorded frames reach their files once the traffic pauses
+        ready = self.ep.poll(0 if self.later else min(timeout, 0.05) if self.captures else timeout)
+        if not ready:
+            for cap in self.captures:
+                cap.flush()
+            if self.later:
+                self.later.pop(0)()
         for fd, events in ready:
             handler = self.handlers.get(fd)
             if handler is not None:
@@ -175,6 +180,7 @@ class Helper:
         if req.get("capture"):
             for link in links:
                 link.capture = Capture(os.path.join(self.tmpdir, f"cap{ns.id}-{link.ifname}.pcap"))
+                self.captures.append(link.capture)
         self.later.append(lambda: self.pool.refill(spec))  # the next test's, while this one runs
         try:
             addresses = self.address(ns, req.get("addr"), req.get("mac"))
@@ -259,6 +265,14 @@ class Helper:
             for cap in caps:
                 cap.discard()
         return kept
+
+    def op_flush(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        """Write out what a namespace's captures recorded so far."""
+        ns = self.namespaces.get(req["id"])
+        for link in ns.links if ns is not None else []:
+            if link.capture is not None:
+                link.capture.flush()
+        return {"ok": True}, []
 
     def op_status(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
         ns = self.namespaces.get(req["id"])
@@ -373,6 +387,7 @@ class Helper:
             os.close(link.tap)  # persistent: the kernel deletes it with the netns
             if link.capture is not None:
                 link.capture.close()
+                self.captures.remove(link.capture)
         made = ns.made
         made.end(wait)
         if not wait:  # reaped when it is gone: the caller need not wait for that

@@ -115,8 +115,9 @@ class Namespace:
         #: The addresses given with addr=, per interface (CIDRs).
         self.addresses: dict[str, tuple[str, ...]] = {
             k: tuple(v) for k, v in reply["addresses"].items()}
-        #: With capture=True: each interface's pcap file, written while the namespace is open.
-        self.captures: dict[str, str] = dict(reply["captures"])
+        self._captures: dict[str, str] = dict(reply["captures"])
+        #: Whether the helper records this namespace's frames (capture=True).
+        self.capture = bool(self._captures)
         self._fds: dict[str, int] = dict(zip(reply["nsnames"], fds, strict=True))
         self._procs: list[subprocess.Popen[Any]] = []
         self.closed = False
@@ -329,6 +330,13 @@ class Namespace:
         self._helper.request("impair", id=self.id, iface=name, params=params)
 
     # -- state ----------------------------------------------------------------
+
+    @property
+    def captures(self) -> dict[str, str]:
+        """With capture=True: each interface's pcap file, holding every frame so far."""
+        if self._captures and not self.closed and self._helper.owner == os.getpid():
+            self._helper.request("flush", id=self.id)  # the helper buffers them
+        return dict(self._captures)
 
     def errors(self) -> list[str]:
         """What went wrong on this namespace's networks (e.g. a switch that died)."""

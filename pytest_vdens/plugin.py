@@ -602,7 +602,7 @@ def _close(item: pytest.Item, ns: Namespace) -> None:
     label, mode = item.config.stash[_STATE].meta.get(ns, ("ns", "no"))
     keep = mode == "always" or (mode == "on-failure" and item.stash.get(_FAILED, False))
     # not waiting for the kernel to finish: the helper reaps while the next test runs
-    ns.close(keep_captures=_capture_dir(item) / label if keep and ns.captures else None,
+    ns.close(keep_captures=_capture_dir(item) / label if keep and ns.capture else None,
              wait=False)
 
 
@@ -627,7 +627,7 @@ def _diagnose(item: pytest.Item, report: pytest.TestReport, spaces: Sequence[Nam
     for ns in spaces:
         label, mode = state.meta.get(ns, ("ns", "no"))
         labelled.append((label, ns))
-        if ns.captures and mode != "no":
+        if ns.capture and mode != "no":
             if ns in state.session_spaces.values():
                 where = state.session_kept.setdefault(ns, state.capture_base("session"))
             else:
