@@ -410,6 +410,9 @@ def markdown(res: dict[str, Any], meta: dict[str, Any], tg: list[Target],
                     else r.get("vdens_hangs", 0) for r in runs)
         if runs:
             hangs.append(f"case {2 if case == 'datapath' else 3}: {count} of about {per * len(runs)}")
+    analysis = Path(__file__).with_name("analysis.md")  # written by hand, kept across runs
+    if analysis.exists():
+        w(analysis.read_text())
     w("## Notes\n")
     w("- vdens 0.2 can miss its command's exit (SIGCHLD is blocked only inside its `ppoll()`; one "
       "that arrives while it forwards a frame is discarded) and then waits forever. The benchmark "

@@ -192,6 +192,16 @@ def test_degrade_links(pytester: pytest.Pytester) -> None:
         result.stdout.fnmatch_lines(["SKIPPED*this kernel has no sch_netem module"])
 
 
+def test_the_readme_example_runs_and_its_links_exist(pytester: pytest.Pytester) -> None:
+    readme = (DOCS.parent / "README.md").read_text()
+    example = re.findall(r"```python\n(.*?)```", readme, re.S)
+    assert len(example) == 1 and len(example[0].splitlines()) <= 10
+    pytester.makepyfile(example[0])
+    run(pytester).assert_outcomes(passed=2)
+    links = re.findall(r"\]\(((?!https?:)[^)]+)\)", readme)
+    assert links and all((DOCS.parent / link).exists() for link in links), links
+
+
 def test_captures(pytester: pytest.Pytester) -> None:
     copy_example(pytester, "test_captures.py")
     result = run(pytester, f"--basetemp={pytester.path / 'bt'}")
