@@ -356,10 +356,12 @@ def markdown(res: dict[str, Any], meta: dict[str, Any], tg: list[Target],
     if sc:
         w("## 3. Scale\n")
         w(f"A checker host (set up untimed) on the network waits; then, timed, {sc['n']} namespaces "
-          "are made, each configured with `ip addr add 10.1.x.y/16 dev vde0 && ip link set vde0 up`, "
+          "are made, each with 10.1.x.y/16 on vde0, up, "
           "and the checker (benchmarks/checker.py, the same on both sides, one raw ICMP socket) "
-          "pings every one until all have answered. pytest-vdens: `Namespace()` in a loop on the "
-          "embedded switch, each configured by `ns.popen(...)` right away; down = `close()` of each. "
+          "pings every one until all have answered. pytest-vdens: `Namespace(addr=[...])` in a "
+          "loop on the embedded switch (the helper sets the address and brings vde0 up, over "
+          "netlink; checked after the timing); down = `close(wait=False)` of each, then a wait "
+          "until every init is gone. vdens: each runs `ip addr add ... && ip link set vde0 up`. "
           "vdens: all started at once on a `vde_plug switch:// null://`; down = their commands end "
           "(stdin closed), until every vdens has exited. "
           f"{sc['reps']} repetition(s), alternating; medians.\n")
