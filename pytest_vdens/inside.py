@@ -19,6 +19,7 @@ import struct
 import sys
 import tempfile
 import time
+import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -26,8 +27,9 @@ from typing import Any
 import pytest
 from _pytest.runner import CallInfo, call_and_report
 
-from . import client
-from .errors import VdensError
+from . import client, kernel
+from ._prctl import prctl
+from .errors import CallCrashed, VdensError
 from .namespace import Namespace, describe_status
 
 #: pytest-timeout's (seconds, method) for a test.
@@ -81,7 +83,7 @@ def run(item: pytest.Item, nextitem: pytest.Item | None, ns: Namespace,
     try:
         gc.freeze()  # the child's collections leave our objects alone: fewer pages copied
         try:
-            pid = ns.fork()
+            pid, mid = _fork_inside(ns)
         except BaseException:
             gc.unfreeze()
             os.close(w)
@@ -100,6 +102,8 @@ def run(item: pytest.Item, nextitem: pytest.Item | None, ns: Namespace,
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
             raise
+        finally:
+            os.waitpid(mid, 0)
         stacks = os.pread(dump, 1 << 20, 0).decode(errors="replace")
     finally:
         os.close(r)
@@ -122,6 +126,41 @@ def run(item: pytest.Item, nextitem: pytest.Item | None, ns: Namespace,
             reports.append(_failure(item, when, f"the test process {describe_status(status)} "
                                                 f"inside its namespace, during {when}"))
     return reports
+
+
+def _fork_inside(ns: Namespace) -> tuple[int, int]:
+    """Fork the test's process into `ns`, as our own child: (its pid, or 0 in it; a pid to reap).
+
+    Joining a PID namespace only applies to children: a first fork joins and
+    forks the test's process for us (CLONE_PARENT), then exits at once. So we
+    wait for and signal the test's process itself, and nothing stands in for it.
+    """
+    r, w = os.pipe()
+    mid = os.fork()
+    if mid == 0:  # pragma: no cover - the intermediate
+        os.close(r)
+        try:
+            ns._join(ns.caps)
+            pid = kernel.fork_sibling()
+        except BaseException:
+            traceback.print_exc()
+            os._exit(70)
+        if pid == 0:
+            os.close(w)
+            prctl.set_pdeathsig(signal.SIGKILL)
+            return 0, 0
+        os.write(w, pid.to_bytes(4, "little"))
+        os._exit(0)
+    os.close(w)
+    try:
+        answer = os.read(r, 4)  # not up to EOF: that waits for the intermediate's exit
+    finally:
+        os.close(r)
+    if len(answer) != 4:
+        _, status = os.waitpid(mid, 0)
+        raise CallCrashed(f"could not enter {ns!r} to run the test: the process that joins it "
+                          f"{describe_status(status)}")
+    return int.from_bytes(answer, "little"), mid
 
 
 def _collect(pid: int, r: int, deadline: float | None) -> tuple[bytes, int, bool]:

@@ -131,6 +131,16 @@ def fork_into(flags: int) -> int:
     raise OSError(int(err or 0), f"clone: {kind}")
 
 
+def fork_sibling() -> int:
+    """In a single-threaded process: fork a copy that is our parent's child, not ours.
+
+    0 in the copy, its pid in the caller. The copy lands in the namespaces the
+    caller has joined, PID namespace included, yet its parent waits for it
+    directly: no process has to stay behind to stand in for it.
+    """
+    return _raw_clone(_CLONE_PARENT)
+
+
 def setns(fd: int, nstype: int) -> None:
     _check(_libc.setns(fd, nstype), "setns")
 
