@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     print(report.text_table(report.main_table(res)))
     print()
     for t in tg:
-        print(f"  {t.status():12} {t.name}: {t.fmt()} (target {t.target()}){' — ' + t.note if t.note else ''}")
+        note = f" — {t.note}" if t.note else ""
+        print(f"  {t.status():12} {t.name}: {t.fmt()} (target {t.target()}){note}")
     for what, ok, detail in checks:
         if ok is not None:
             print(f"  {'ok' if ok else 'FAILED':12} {what}{(': ' + detail) if (detail and not ok) else ''}")

@@ -118,7 +118,7 @@ def rss(args: argparse.Namespace) -> dict[str, Any]:
     errors: list[str] = []
     t0 = time.perf_counter()
     try:
-        for i in range(counts[-1]):
+        for _ in range(counts[-1]):
             spaces.append(Namespace())
             if len(spaces) in counts:
                 pid = client.helper().pid

@@ -49,6 +49,7 @@ def default_switch_url() -> str:
 
 __all__ = [
     "ArgumentError", "CallCrashed", "HelperError", "InterfaceNameError", "Namespace",
-    "NamespaceClosed", "NetworkError", "RemoteTraceback", "Switch", "Unavailable", "TunError", "UserNamespaceError",
+    "NamespaceClosed", "NetworkError", "RemoteTraceback", "Switch", "Unavailable", "TunError",
+    "UserNamespaceError",
     "VdensError", "default_switch_url", "drop_caps", "shutdown",
 ]

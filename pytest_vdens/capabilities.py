@@ -6,7 +6,6 @@ import ctypes
 from collections.abc import Iterable
 
 from ._prctl import prctl
-
 from .errors import ArgumentError
 
 #: What vdens grants: enough to configure interfaces, bind low ports and ping.

@@ -33,6 +33,9 @@ class HelperClient:
         self.lock = threading.Lock()
         self.owner = os.getpid()
         hello, _ = self._exchange(None)
+        if not hello["ok"]:  # it could not start: e.g. no libvdeplug
+            self.close()
+            raise by_name(hello["error"])(hello["message"])
         self.pid: int = hello["pid"]
         self.tmpdir: str = hello["tmpdir"]
 

@@ -28,14 +28,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._prctl import prctl
-
 from . import addressing, impairment, kernel, maker, netlink, protocol
-from .errors import ArgumentError, NetworkError, Unavailable, VdensError
+from ._prctl import prctl
 from .capture import Capture
+from .errors import ArgumentError, NetworkError, Unavailable, VdensError
 from .forwarding import Forwarder, Link, LocalSwitch
 from .libvdeplug import VdeConn, scheme
-
 
 MAX_INTERFACES = protocol.MAX_FDS - 8  # taps, netlink and namespace fds in one message
 
@@ -53,6 +51,7 @@ class Helper:
     """The helper's state and request handlers."""
 
     def __init__(self, ctl: socket.socket, parent: int) -> None:
+        self.fwd = Forwarder()  # first: without libvdeplug, fail before making anything
         self.ctl = ctl
         self.parent = parent
         worker = os.environ.get("PYTEST_XDIST_WORKER", "")
@@ -75,7 +74,6 @@ class Helper:
         self.later: list[Callable[[], None]] = []  # work for when nothing else waits
         self.dying: dict[int, maker.Made] = {}  # killed namespaces' inits, not reaped yet
         self.captures: list[Capture] = []
-        self.fwd = Forwarder()
         self.pool = maker.Pool(self.watch, self.unwatch)
         self.watch(ctl.fileno(), self.on_request)
 
@@ -396,6 +394,12 @@ class Helper:
         for net in self.networks.values():
             net.release(ns.id)
 
+    def op_drain(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        """Discard the namespaces made ahead (a leak check counts what is left)."""
+        self.later.clear()  # only refills wait there
+        self.pool.close()
+        return {"ok": True}, []
+
     def op_settle(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
         """Return once every namespace closed without waiting is gone (at most 10 s)."""
         deadline = time.monotonic() + 10
@@ -518,24 +522,28 @@ def _remove_stale_dirs() -> None:
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     fd, parent = int(args[0]), int(args[1])
-    prctl.set_name("vdens-helper")
-    # SIGTERM, not SIGKILL: PDEATHSIG also fires when only the parent *thread*
-    # that started us exits, so we check that the parent process is really gone.
-    prctl.set_pdeathsig(signal.SIGTERM)
-
-    def on_term(signum: int, frame: object) -> None:
-        if os.getppid() != parent:
-            sys.exit(0)
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    prctl.set_child_subreaper(True)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # ~4 fds a namespace
     ctl = socket.socket(fileno=fd)
-    if os.getppid() != parent:
+    try:
+        prctl.set_name("vdens-helper")
+        # SIGTERM, not SIGKILL: PDEATHSIG also fires when only the parent *thread*
+        # that started us exits, so we check that the parent process is really gone.
+        prctl.set_pdeathsig(signal.SIGTERM)
+
+        def on_term(signum: int, frame: object) -> None:
+            if os.getppid() != parent:
+                sys.exit(0)
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        prctl.set_child_subreaper(True)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # ~4 fds a namespace
+        if os.getppid() != parent:
+            return
+        helper = Helper(ctl, parent)
+    except VdensError as e:  # this machine lacks python-prctl or libvdeplug: the client says so
+        protocol.send(ctl, {"ok": False, "error": type(e).__name__, "message": str(e)})
         return
-    helper = Helper(ctl, parent)
     try:
         helper.serve()
     finally:

@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 
 from ._prctl import prctl
-
 from .errors import ArgumentError, Unavailable
 
 KEYS = ("delay", "jitter", "loss", "dup", "rate")

@@ -206,6 +206,7 @@ class Pool:
     def take(self, spec: Spec) -> Made:
         """A namespace of this kind: made ahead if one is ready, else now."""
         key = key_of(spec)
+        self.touch(key)
         if self.ready.get(key):
             return self.ready[key].pop(0)
         if not self.making.get(key):
@@ -216,15 +217,18 @@ class Pool:
         self.unwatch(maker.sock.fileno())
         return maker.finish()
 
-    def refill(self, spec: Spec) -> None:
-        """Note the kind as asked for, and start making what it lacks, in the background."""
-        key = key_of(spec)
+    def touch(self, key: str) -> None:
+        """Note the kind as the latest asked for; forget the oldest beyond KINDS."""
         if key in self.kinds:
             self.kinds.remove(key)
         self.kinds.append(key)
         for old in self.kinds[:-self.KINDS]:
             self.forget(old)
-        self.fill(spec)
+
+    def refill(self, spec: Spec) -> None:
+        """Start making what a kind still asked for lacks, in the background."""
+        if key_of(spec) in self.kinds:
+            self.fill(spec)
 
     def fill(self, spec: Spec) -> None:
         key = key_of(spec)

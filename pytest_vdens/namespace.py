@@ -13,9 +13,8 @@ import traceback
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NoReturn, TypeVar
 
-from ._prctl import prctl
-
 from . import addressing, capabilities, client, impairment, kernel
+from ._prctl import prctl
 from .errors import ArgumentError, CallCrashed, NamespaceClosed, RemoteTraceback, VdensError
 from .libvdeplug import is_no_network
 from .resolver import check_resolvconf, parse_addresses

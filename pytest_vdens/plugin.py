@@ -22,7 +22,8 @@ from .resolver import check_resolvconf, parse_addresses
 from .switch import Switch
 
 MARKER = """vdens(nets=None, iface="vde", resolver=None, resolvconf=None, sysadm=False, caps=None, \
-scope="function", isolate=True, addr=None, mac=None, capture=None): run this test INSIDE a private user+network namespace (pytest-vdens). \
+scope="function", isolate=True, addr=None, mac=None, capture=None): \
+run this test INSIDE a private user+network namespace (pytest-vdens). \
 Setup, call and teardown happen in a child forked from pytest that joins the namespace, so \
 function-scoped fixtures live inside; fixtures of wider scope are set up outside first and shared. \
 nets: libvdeplug URLs, one interface each (vde0, vde1, ...; vde://, vxvde://, slirp://, ptp://, \

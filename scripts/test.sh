@@ -16,6 +16,8 @@ run_pytest() {
 
 echo "== mypy --strict pytest_vdens"
 .venv/bin/python -m mypy pytest_vdens
+echo "== ruff check"
+.venv/bin/python -m ruff check --no-cache pytest_vdens tests benchmarks examples docs conftest.py
 if [ -z "${PYTEST_VDENS_ROOT_ONLY:-}" ]; then  # once: not again in the unprivileged copy
   echo "== sphinx-build -W (docs)"
   rm -rf docs/_build

@@ -62,7 +62,7 @@ def echo(host: str, port: int, payload: bytes, timeout: float = 10.0) -> bytes:
     return b"".join(chunks)
 
 
-def wait_until(cond: "object", timeout: float = 5.0) -> bool:
+def wait_until(cond: object, timeout: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():  # type: ignore[operator]

@@ -129,9 +129,9 @@ def _fds() -> tuple[int, int, int, int]:
 
 
 def _flush_pool() -> None:
-    """Leave the helper holding only namespaces made ahead for these kinds (its pool)."""
-    for n in range(8):  # twice the kinds it keeps
-        Namespace(iface=f"flush{n}").close()
+    """Leave the helper with its default switch, and no namespace made ahead (its pool)."""
+    helper().request("default_switch")
+    helper().request("drain")
 
 
 @pytest.fixture

@@ -88,9 +88,12 @@ def test_a_failed_test_keeps_its_captures_and_reports_frames_and_state(pytester:
     assert f"{a}" in report and f"{b}" in report
     lines = report.splitlines()
     # the summary: time, host/interface, direction, what the frame is
-    assert any(re.search(r"ns0/vde0 +out .*10\.7\.0\.1 > 10\.7\.0\.2 .*ICMP echo request", ln) for ln in lines), report
-    assert any(re.search(r"ns1/vde0 +in .*10\.7\.0\.1 > 10\.7\.0\.2 .*ICMP echo request", ln) for ln in lines), report
-    assert any(re.search(r"ns1/vde0 +out .*10\.7\.0\.2:8080 > 10\.7\.0\.1:\d+ .*TCP \[R\.\]", ln) for ln in lines), report
+    assert any(re.search(r"ns0/vde0 +out .*10\.7\.0\.1 > 10\.7\.0\.2 .*ICMP echo request", ln)
+               for ln in lines), report
+    assert any(re.search(r"ns1/vde0 +in .*10\.7\.0\.1 > 10\.7\.0\.2 .*ICMP echo request", ln)
+               for ln in lines), report
+    assert any(re.search(r"ns1/vde0 +out .*10\.7\.0\.2:8080 > 10\.7\.0\.1:\d+ .*TCP \[R\.\]", ln)
+               for ln in lines), report
     # the state of each namespace, as it was when the test failed
     state = report[report.index("vdens network state"):]
     assert "ns0 (vde0 on vde://" in state and "10.7.0.1/24" in state

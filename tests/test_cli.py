@@ -12,7 +12,6 @@ import time
 
 import pytest
 
-
 PYVDENS = [sys.executable, "-m", "pytest_vdens"]
 
 SIGNAL_COUNTER = r"""

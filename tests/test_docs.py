@@ -202,6 +202,22 @@ def test_the_readme_example_runs_and_its_links_exist(pytester: pytest.Pytester) 
     assert links and all((DOCS.parent / link).exists() for link in links), links
 
 
+INLINE = [(page, code) for page in sorted(DOCS.rglob("*.md"))
+          for code in re.findall(r"```python\n(.*?)```", page.read_text(), re.S)]
+
+
+@pytest.mark.parametrize("page, code", INLINE, ids=[str(p.relative_to(DOCS)) for p, _ in INLINE])
+def test_each_inline_example_runs(pytester: pytest.Pytester, page: Path, code: str) -> None:
+    if "def test_" in code:  # a test: pytest runs it
+        pytester.makepyfile(code)
+        result = run(pytester)
+        assert result.ret == 0 and result.parseoutcomes().get("passed"), result.stdout.str()
+    else:  # a script
+        out = subprocess.run([sys.executable, "-c", code], cwd=pytester.path, capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+
+
 def test_captures(pytester: pytest.Pytester) -> None:
     copy_example(pytester, "test_captures.py")
     result = run(pytester, f"--basetemp={pytester.path / 'bt'}")

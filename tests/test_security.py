@@ -246,7 +246,7 @@ def test_a_marked_test_has_no_route_to_the_host(pytester: pytest.Pytester,
 def _modes(top: str) -> dict[str, tuple[str, int, int]]:
     """Kind, permission bits and owner of `top` and everything under it."""
     found = {}
-    for root, dirs, files in os.walk(top):
+    for root, _dirs, files in os.walk(top):
         for path in [root] + [os.path.join(root, f) for f in files]:
             st = os.lstat(path)
             kind = "dir" if stat.S_ISDIR(st.st_mode) else "socket" if stat.S_ISSOCK(st.st_mode) else "file"
