@@ -163,8 +163,9 @@ def test_without_libvdeplug_the_plugin_and_pyvdens_say_how_to_install_it(
     hide: list[str | Path] = [*unshare, "sh", "-c", 'mount --bind "$1" "$2" && shift 2 && exec "$@"',
                               "sh", empty, real]
 
-    out = run([*hide, venv / "bin/python", "-m", "pytest", "-p", "no:cacheprovider", "-rA", suite],
-              suite)
+    # uid 0 in that user namespace: its own basetemp, not /tmp/pytest-of-root (the real root's)
+    out = run([*hide, venv / "bin/python", "-m", "pytest", "-p", "no:cacheprovider", "-rA",
+               f"--basetemp={tmp_path / 'bt'}", suite], suite)
     assert out.returncode == 1, output(out)
     assert MISSING.search(out.stdout), output(out)
     assert re.search(r"^=+ .*1 error.* in ", out.stdout, re.M), output(out)  # the marked test's setup
