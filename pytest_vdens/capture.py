@@ -75,7 +75,8 @@ class Capture:
         if not os.path.exists(old):
             shutil.move(self.path, dest)
             return
-        with open(dest, "wb") as out:
+        with open(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600),
+                  "wb") as out:
             with open(old, "rb") as f:
                 shutil.copyfileobj(f, out)
             with open(self.path, "rb") as f:

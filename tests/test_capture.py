@@ -74,6 +74,7 @@ def test_a_failed_test_keeps_its_captures_and_reports_frames_and_state(pytester:
                          "test_talks_then_fails0/vdens-capture/ns0/vde0.pcap",
                          "test_talks_then_fails0/vdens-capture/ns1/vde0.pcap"]
     a, b = (bt / f"test_talks_then_fails0/vdens-capture/ns{i}/vde0.pcap" for i in (0, 1))
+    assert {p.stat().st_mode & 0o777 for p in (a, b)} == {0o600}  # private, as in the helper
     seen_by_a = tcpdump(a)
     assert "10.7.0.1 > 10.7.0.2: ICMP echo request" in seen_by_a
     assert re.search(r"10\.7\.0\.1\.\d+ > 10\.7\.0\.2\.8080: Flags \[S\]", seen_by_a)
@@ -207,6 +208,7 @@ def test_a_capture_keeps_the_last_frames_within_its_size_cap() -> None:
                                                   f"vdens-ring-{os.getpid()}"))
         assert not os.path.exists(live) and not os.path.exists(live + ".old")
     try:
+        assert os.stat(kept["vde0"]).st_mode & 0o777 == 0o600  # joined from two halves
         size = os.path.getsize(kept["vde0"])
         assert LIMIT // 2 <= size <= LIMIT + 2 * FLUSH_AT, size  # written in FLUSH_AT chunks
         seqs = [int(s) for s in re.findall(r"seq=(\d{6})", subprocess.run(
