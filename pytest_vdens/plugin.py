@@ -575,13 +575,16 @@ def pytest_runtest_makereport(item: pytest.Item,
                               call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport,
                                                                         pytest.TestReport]:
     report = yield
-    used = item.stash.get(_USED, None)
+    state = item.config.stash[_STATE]
+    used = list(item.stash.get(_USED, None) or ())
+    if "vdens_session_ns" in getattr(item, "fixturenames", ()):  # set up once, for the session
+        used += [ns for ns in state.session_spaces.values() if ns not in used]
     if call.when == "call" and used:
-        _flag_dead_networks(item.config.stash[_STATE], used, [report])
+        _flag_dead_networks(state, used, [report])
     if report.failed and call.when != "teardown":
         active = item.stash.get(_ACTIVE, None)
         if inside.in_child() and active is not None:  # live, before the test's fixtures go
-            label = item.config.stash[_STATE].meta.get(active, ("ns0", ""))[0]
+            label = state.meta.get(active, ("ns0", ""))[0]
             report.sections.append(diagnose.state_here(label, active))
         if used:
             _diagnose(item, report, used)
@@ -630,7 +633,9 @@ def _diagnose(item: pytest.Item, report: pytest.TestReport, spaces: Sequence[Nam
         labelled.append((label, ns))
         if ns.capture and mode != "no":
             if ns in state.session_spaces.values():
-                where = state.session_kept.setdefault(ns, state.capture_base("session"))
+                if ns not in state.session_kept:  # one directory, made once
+                    state.session_kept[ns] = state.capture_base("session")
+                where = state.session_kept[ns]
             else:
                 where = _capture_dir(item)
             kept[label] = str(where / label)

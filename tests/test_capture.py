@@ -131,6 +131,37 @@ def test_factory_always(make_vdens_ns):
     assert "10.7.0.2/24" in result.stdout.str()
 
 
+def test_a_session_namespace_keeps_its_captures_if_a_test_using_it_failed(
+        pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def host(vdens_session_ns):
+            vdens_session_ns.run(["ip", "addr", "add", "10.6.0.1/24", "dev", "vde0"], check=True)
+            vdens_session_ns.run(["ip", "link", "set", "vde0", "up"], check=True)
+            return vdens_session_ns
+
+        def test_passes(host):
+            host.run(["ping", "-c", "1", "-W", "1", "10.6.0.2"])
+
+        def test_fails(host):
+            host.run(["ping", "-c", "1", "-W", "1", "10.6.0.3"])
+            assert False
+    """)
+    result = run(pytester)
+    result.assert_outcomes(passed=1, failed=1)
+    kept = pcaps(pytester.path / "bt")
+    assert kept == ["session0/vdens-capture/session0/vde0.pcap"], kept  # written at session end
+    shown = tcpdump(pytester.path / "bt" / kept[0])
+    # the whole session's frames: both tests' ARP requests
+    assert "who-has 10.6.0.2 tell 10.6.0.1" in shown and "who-has 10.6.0.3 tell 10.6.0.1" in shown
+    result.stdout.fnmatch_lines(["*- vdens capture -*", "*/session0/vdens-capture/session0/vde0.pcap",
+                                 "*session0/vde0 out ARP who-has 10.6.0.3 tell 10.6.0.1*"])
+    run(pytester, "-k", "passes").assert_outcomes(passed=1)
+    assert pcaps(pytester.path / "bt") == []  # no failure: nothing kept
+
+
 def test_bad_capture_values_are_clear_errors(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("""
         import pytest
