@@ -46,18 +46,19 @@ def sections(spaces: Sequence[tuple[str, Namespace]], kept: dict[str, str] | Non
              with_state: bool = True) -> list[tuple[str, str]]:
     """Report sections for namespaces still open, each with a label such as "ns0".
 
-    `kept` is the directory each label's captures will be kept in.
+    `kept` is the directory each label's captures will be kept in. Without
+    `with_state` (a marked test's child gave it), only the capture section.
     """
     state: list[str] = []
     captures: dict[str, list[str]] = {}
     macs: dict[str, str] = {}
-    if any(not ns.closed for _, ns in spaces):
+    if with_state and any(not ns.closed for _, ns in spaces):
         netstate.preload()  # once here, not in each forked child
     for label, ns in spaces:
         if ns.closed:
             continue
         try:
-            text, own = ns.call(_inspect)
+            text, own = ns.call(_inspect) if with_state else ("", ns.call(_macs))
         except VdensError as e:
             text, own = f"  (could not look inside: {e})", {}
         state.append(f"{_heading(label, ns)}\n{text.rstrip()}")
