@@ -360,8 +360,9 @@ def markdown(res: dict[str, Any], meta: dict[str, Any], tg: list[Target],
           "and the checker (benchmarks/checker.py, the same on both sides, one raw ICMP socket) "
           "pings every one until all have answered. pytest-vdens: `Namespace(addr=[...])` in a "
           "loop on the embedded switch (the helper sets the address and brings vde0 up, over "
-          "netlink; checked after the timing); down = `close(wait=False)` of each, then a wait "
-          "until every init is gone. vdens: each runs `ip addr add ... && ip link set vde0 up`. "
+          "netlink; checked after the timing); down = `close_all()` of them (one request kills "
+          "every init, then waits until all are gone). "
+          "vdens: each runs `ip addr add ... && ip link set vde0 up`. "
           "vdens: all started at once on a `vde_plug switch:// null://`; down = their commands end "
           "(stdin closed), until every vdens has exited. "
           f"{sc['reps']} repetition(s), alternating; medians.\n")

@@ -8,8 +8,8 @@ Timed "down": until every namespace is gone.
 
 pytest-vdens (benchmarks.worker scale): Namespace(addr=[...]) N times in a loop on the
 embedded switch: the helper gives the same address and brings vde0 up, as a user of
-pytest-vdens would have it done (checked after the timing); down is ns.close(wait=False)
-for each, then a wait until all are gone.
+pytest-vdens would have it done (checked after the timing); down is close_all()
+for all of them (one request kills every init, then waits until all are gone).
 vdens: N `vdens vde://SW sh -c '...; echo up; exec cat >/dev/null'` started in
 parallel on a `vde_plug switch:// null://`; up once each printed "up". down: close
 their stdins (the shell ends, so vdens closes its tap and exits: killing vdens itself

@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 import pytest_vdens
-from pytest_vdens import Namespace, client
+from pytest_vdens import Namespace, client, close_all
 
 from . import scripts
 from .common import fd_count, nofile_limit, vm_rss_kb
@@ -97,9 +97,7 @@ def scale(args: argparse.Namespace) -> dict[str, Any]:
         nets = {os.readlink(f"/proc/{ns.init_pid}/ns/net") for ns in spaces}
         out["distinct_netns"] = len(nets) == n and os.readlink("/proc/self/ns/net") not in nets
         t1 = time.perf_counter()
-        for ns in spaces:  # kill each at once, then wait until all are gone
-            ns.close(wait=False)
-        client.helper().request("settle")
+        close_all(spaces)  # every init killed at once, then until all are gone
         t_down = time.perf_counter()
         checker.wait(10)
     finally:

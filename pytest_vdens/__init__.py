@@ -22,7 +22,7 @@ from .errors import (
     UserNamespaceError,
     VdensError,
 )
-from .namespace import Namespace
+from .namespace import Namespace, close_all
 from .switch import Switch
 
 
@@ -51,5 +51,5 @@ __all__ = [
     "ArgumentError", "CallCrashed", "HelperError", "InterfaceNameError", "Namespace",
     "NamespaceClosed", "NetworkError", "RemoteTraceback", "Switch", "Unavailable", "TunError",
     "UserNamespaceError",
-    "VdensError", "default_switch_url", "drop_caps", "shutdown",
+    "VdensError", "close_all", "default_switch_url", "drop_caps", "shutdown",
 ]

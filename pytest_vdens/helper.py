@@ -239,11 +239,16 @@ class Helper:
         return net
 
     def op_close(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
-        ns = self.namespaces.pop(req["id"], None)
-        if ns is None:
-            return {"ok": True, "kept": {}}, []
-        self.destroy(ns, wait=req.get("wait", True))
-        return {"ok": True, "kept": self.keep_captures(ns, req.get("keep"))}, []
+        """Close one namespace (id, keeping its captures if asked) or many (ids)."""
+        ids = req["ids"] if "ids" in req else [req["id"]]
+        spaces = [ns for i in ids if (ns := self.namespaces.pop(i, None)) is not None]
+        for ns in spaces:  # all killed first: the kernel tears them down side by side
+            signal.pidfd_send_signal(ns.made.init_pidfd, signal.SIGKILL)
+        kept: dict[str, str] = {}
+        for ns in spaces:
+            self.destroy(ns, wait=req.get("wait", True))
+            kept = self.keep_captures(ns, req.get("keep") if len(ids) == 1 else None)
+        return {"ok": True, "kept": kept}, []
 
     def keep_captures(self, ns: Netns, where: str | None) -> dict[str, str]:
         """Move a closed namespace's captures to `where` (as IFNAME.pcap), or delete them."""

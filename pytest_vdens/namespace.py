@@ -361,17 +361,42 @@ class Namespace:
                 return dict(reply["kept"])
             return {}
         finally:
-            for fd in self._fds.values():
-                os.close(fd)
-            self._fds.clear()
-            # Their programs died with the namespace; the relays follow at once.
-            for proc in self._procs:
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            self._procs.clear()
+            self._release()
+
+    def _release(self) -> None:
+        """Our side of closing: the namespace fds, and the relays of its programs."""
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+        # Their programs died with the namespace; the relays follow at once.
+        for proc in self._procs:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._procs.clear()
+
+
+def close_all(spaces: Iterable[Namespace]) -> None:
+    """Close many namespaces at once, deleting their captures; returns when all are gone.
+
+    One request per helper kills every init before waiting for any, so the
+    kernel tears them down side by side: much faster than closing a big
+    topology one namespace at a time.
+    """
+    groups: dict[client.HelperClient, list[Namespace]] = {}
+    for ns in spaces:
+        if not ns.closed:
+            ns.closed = True
+            groups.setdefault(ns._helper, []).append(ns)
+    for helper, group in groups.items():
+        try:
+            if helper.owner == os.getpid():
+                helper.request("close", ids=[ns.id for ns in group])
+        finally:
+            for ns in group:
+                ns._release()
 
 
 

@@ -579,6 +579,8 @@ def pytest_runtest_makereport(item: pytest.Item,
     used = list(item.stash.get(_USED, None) or ())
     if "vdens_session_ns" in getattr(item, "fixturenames", ()):  # set up once, for the session
         used += [ns for ns in state.session_spaces.values() if ns not in used]
+    # a marked test's child sees the parent's namespaces, but not through its helper
+    used = [ns for ns in used if ns._helper.owner == os.getpid()]
     if call.when == "call" and used:
         _flag_dead_networks(state, used, [report])
     if report.failed and call.when != "teardown":

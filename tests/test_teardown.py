@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 
-from pytest_vdens import Namespace
+from pytest_vdens import Namespace, close_all
 from pytest_vdens.client import helper
 
 from .conftest import alive, configure, holders_of, processes_in, wait_until
@@ -86,9 +86,29 @@ def test_closing_many_namespaces_is_not_serialised_on_tap_deletion() -> None:
     assert per_ns < 0.025, f"{per_ns * 1000:.1f} ms per close"
 
 
+def test_close_all_ends_a_whole_topology_at_once() -> None:
+    """close_all(): every process inside every namespace gone when it returns, and
+    nothing of ours left: captures deleted, namespaces already closed skipped."""
+    spaces = [Namespace(addr="auto", capture=True) for _ in range(12)]
+    nets = [ns_inode(ns) for ns in spaces]
+    for ns in spaces:
+        ns.popen(["sleep", "1000"])
+    captures = [path for ns in spaces for path in ns.captures.values()]
+    spaces[0].close()
+    fds = len(os.listdir("/proc/self/fd"))
+    close_all(spaces)
+    assert all(ns.closed for ns in spaces)
+    assert [net for net in nets if processes_in(net)] == []
+    assert [path for path in captures if os.path.exists(path)] == []
+    assert len(os.listdir("/proc/self/fd")) == fds - 3 * 11  # user, net, pid fds of each
+    close_all(spaces)  # idempotent, as close() is
+    with Namespace() as ns:  # the helper goes on
+        assert ns.run(["true"]).returncode == 0
+
+
 LOSE_PARENT = textwrap.dedent("""
     import os, sys, time
-    from pytest_vdens import Namespace
+    from pytest_vdens import Namespace, close_all
     from pytest_vdens.client import helper
     a, b = Namespace(), Namespace(["slirp://"])
     daemon = a.popen(["sh", "-c", "sleep 1000 & wait"])
@@ -128,7 +148,7 @@ def test_the_helper_survives_its_parent_thread_exiting() -> None:
     # PDEATHSIG fires when the *thread* that started the helper ends
     script = textwrap.dedent("""
         import threading, time
-        from pytest_vdens import Namespace
+        from pytest_vdens import Namespace, close_all
         from pytest_vdens.client import helper
         t = threading.Thread(target=lambda: Namespace().close())
         t.start(); t.join()
