@@ -19,7 +19,6 @@ import struct
 import sys
 import tempfile
 import time
-import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -131,36 +130,17 @@ def run(item: pytest.Item, nextitem: pytest.Item | None, ns: Namespace,
 def _fork_inside(ns: Namespace) -> tuple[int, int]:
     """Fork the test's process into `ns`, as our own child: (its pid, or 0 in it; a pid to reap).
 
-    Joining a PID namespace only applies to children: a first fork joins and
-    forks the test's process for us (CLONE_PARENT), then exits at once. So we
-    wait for and signal the test's process itself, and nothing stands in for it.
+    Joining a PID namespace only applies to children: an intermediate joins and
+    forks the test's process for us, then exits at once. So we wait for and
+    signal the test's process itself, and nothing stands in for it.
     """
-    r, w = os.pipe()
-    mid = os.fork()
-    if mid == 0:  # pragma: no cover - the intermediate
-        os.close(r)
-        try:
-            ns._join(ns.caps)
-            pid = kernel.fork_sibling()
-        except BaseException:
-            traceback.print_exc()
-            os._exit(70)
-        if pid == 0:
-            os.close(w)
-            prctl.set_pdeathsig(signal.SIGKILL)
-            return 0, 0
-        os.write(w, pid.to_bytes(4, "little"))
-        os._exit(0)
-    os.close(w)
     try:
-        answer = os.read(r, 4)  # not up to EOF: that waits for the intermediate's exit
-    finally:
-        os.close(r)
-    if len(answer) != 4:
-        _, status = os.waitpid(mid, 0)
-        raise CallCrashed(f"could not enter {ns!r} to run the test: the process that joins it "
-                          f"{describe_status(status)}")
-    return int.from_bytes(answer, "little"), mid
+        pid, mid = kernel.fork_beside(lambda: ns._join(ns.caps))
+    except OSError as e:
+        raise CallCrashed(f"could not enter {ns!r} to run the test: {e}") from None
+    if pid == 0:  # pragma: no cover - the test's process
+        prctl.set_pdeathsig(signal.SIGKILL)
+    return pid, mid
 
 
 def _collect(pid: int, r: int, deadline: float | None) -> tuple[bytes, int, bool]:

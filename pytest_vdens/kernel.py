@@ -8,6 +8,7 @@ import fcntl
 import os
 import signal
 import struct
+from collections.abc import Callable
 
 from .errors import InterfaceNameError, TunError, UserNamespaceError
 
@@ -105,40 +106,50 @@ def fork_into(flags: int) -> int:
     if len(os.listdir("/proc/self/task")) == 1:
         return _raw_clone(flags)
     # Another thread may hold a libc lock (malloc): a real fork() first, then
-    # clone from that single-threaded copy, on our behalf (CLONE_PARENT).
+    # clone from that single-threaded copy, on our behalf.
+    pid, mid = fork_beside(lambda: None, flags)
+    if pid:
+        os.waitpid(mid, 0)
+    return pid
+
+
+def fork_beside(prepare: Callable[[], None], flags: int = 0) -> tuple[int, int]:
+    """A child of ours, cloned (with `flags`) by a forked intermediate after prepare().
+
+    (0, 0) in the child; in the caller, its pid and the intermediate's, which
+    exits at once and is the caller's to reap. The intermediate is a plain
+    fork, single-threaded whatever threads we have, so it may clone safely,
+    and what prepare() joins (setns) the child is in, PID namespace included,
+    while its parent is us (CLONE_PARENT): nothing has to stand in for it.
+    A failure in the intermediate is raised here.
+    """
     r, w = os.pipe()
     mid = os.fork()
     if mid == 0:  # pragma: no cover - the intermediate
         os.close(r)
         try:
+            prepare()
             pid = _raw_clone(flags | _CLONE_PARENT)
             if pid == 0:
                 os.close(w)
-                return 0
+                return 0, 0
             os.write(w, str(pid).encode())
         except BaseException as e:
-            os.write(w, f"{type(e).__name__}:{getattr(e, 'errno', 0)}".encode())
+            os.write(w, f"{type(e).__name__}:{getattr(e, 'errno', 0) or 0}:{e}".encode()[:4000])
         os._exit(0)
     os.close(w)
-    with os.fdopen(r, "rb") as f:
-        answer = f.read().decode()
-    os.waitpid(mid, 0)
+    try:
+        answer = os.read(r, 4096).decode(errors="replace")  # not to EOF: that is its exit
+    finally:
+        os.close(r)
     if answer.isdigit():
-        return int(answer)
-    kind, _, err = answer.partition(":")
+        return int(answer), mid
+    os.waitpid(mid, 0)
+    kind, _, rest = answer.partition(":")
+    err, _, message = rest.partition(":")
     if kind == "UserNamespaceError":
         raise UserNamespaceError(userns_hint(int(err)))
-    raise OSError(int(err or 0), f"clone: {kind}")
-
-
-def fork_sibling() -> int:
-    """In a single-threaded process: fork a copy that is our parent's child, not ours.
-
-    0 in the copy, its pid in the caller. The copy lands in the namespaces the
-    caller has joined, PID namespace included, yet its parent waits for it
-    directly: no process has to stay behind to stand in for it.
-    """
-    return _raw_clone(_CLONE_PARENT)
+    raise OSError(int(err or 0), f"clone: {kind}: {message}" if answer else "clone: no answer")
 
 
 def setns(fd: int, nstype: int) -> None:
