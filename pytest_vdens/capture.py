@@ -28,7 +28,6 @@ class Capture:
     def __init__(self, path: str, limit: int = LIMIT) -> None:
         self.path = path
         self.half = max(limit // 2, 4096)
-        self.frames = 0
         self.fd = -1
         self._start()
 
@@ -44,7 +43,6 @@ class Capture:
         pending = self.pending
         pending += _RECORD.pack(sec, nsec // 1000, n, n)
         pending += frame
-        self.frames += 1
         if len(pending) >= FLUSH_AT:
             self.flush()
 

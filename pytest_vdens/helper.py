@@ -242,13 +242,19 @@ class Helper:
         """Close one namespace (id, keeping its captures if asked) or many (ids)."""
         ids = req["ids"] if "ids" in req else [req["id"]]
         spaces = [ns for i in ids if (ns := self.namespaces.pop(i, None)) is not None]
-        for ns in spaces:  # all killed first: the kernel tears them down side by side
-            signal.pidfd_send_signal(ns.made.init_pidfd, signal.SIGKILL)
+        self.end(spaces, wait=req.get("wait", True))
+        keep = req.get("keep") if len(ids) == 1 else None
         kept: dict[str, str] = {}
         for ns in spaces:
-            self.destroy(ns, wait=req.get("wait", True))
-            kept = self.keep_captures(ns, req.get("keep") if len(ids) == 1 else None)
+            kept = self.keep_captures(ns, keep)
         return {"ok": True, "kept": kept}, []
+
+    def end(self, spaces: list[Netns], wait: bool) -> None:
+        """Destroy namespaces, all killed first: the kernel tears them down side by side."""
+        for ns in spaces:
+            signal.pidfd_send_signal(ns.made.init_pidfd, signal.SIGKILL)
+        for ns in spaces:
+            self.destroy(ns, wait)
 
     def keep_captures(self, ns: Netns, where: str | None) -> dict[str, str]:
         """Move a closed namespace's captures to `where` (as IFNAME.pcap), or delete them."""
@@ -476,10 +482,7 @@ class Helper:
 
     def shutdown(self) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finish cleaning up, whatever comes
-        for ns in self.namespaces.values():  # all at once, then wait for each
-            signal.pidfd_send_signal(ns.made.init_pidfd, signal.SIGKILL)
-        for ns in list(self.namespaces.values()):
-            self.destroy(ns)
+        self.end(list(self.namespaces.values()), wait=True)
         self.namespaces.clear()
         for made in list(self.dying.values()):
             self.unwatch(made.init_pidfd)
