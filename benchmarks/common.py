@@ -21,7 +21,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 PR_SET_CHILD_SUBREAPER = 36
-WATCHED = ("vdens-helper", "vdens-init", "vde_plug", "vdens", "vde_switch", "iperf3")
+WATCHED = ("vdens-helper", "vdens-zygote", "vdens-init", "vde_plug", "vdens", "vde_switch", "iperf3")
 
 
 def log(*args: Any) -> None:

@@ -65,6 +65,7 @@ class Helper:
         fcntl.flock(self.lock, fcntl.LOCK_EX)
         os.rename(claim, os.path.join(self.tmpdir, "lock"))
         self.switches: dict[int, LocalSwitch] = {}
+        self.spare: LocalSwitch | None = None  # made while idle, for the next switch_open
         self.default_id = 0
         self.namespaces: dict[int, Netns] = {}
         self.networks: dict[str, addressing.Network] = {}
@@ -409,6 +410,7 @@ class Helper:
         """Discard the namespaces made ahead (a leak check counts what is left)."""
         self.later.clear()  # only refills wait there
         self.pool.close()
+        self.close_spare()
         return {"ok": True}, []
 
     def op_settle(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
@@ -430,7 +432,13 @@ class Helper:
         impairment.commands(params)
         sw = self.new_switch()
         sw.impair = params
+        self.later.append(self.make_spare)  # a test's switch: the next test will want one
         return {"ok": True, "id": self.next_id - 1, "url": sw.url}, []
+
+    def make_spare(self) -> None:
+        if self.spare is None:
+            self.spare = LocalSwitch(os.path.join(self.tmpdir, f"sw{self.next_id}"))
+            self.next_id += 1
 
     def op_switch_impair(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
         """Change the impairment of every host link on an embedded switch."""
@@ -450,7 +458,10 @@ class Helper:
         return {"ok": True}, []
 
     def new_switch(self) -> LocalSwitch:
-        sw = LocalSwitch(os.path.join(self.tmpdir, f"sw{self.next_id}"))
+        """A switch of our own: the one made ahead if there is one."""
+        sw, self.spare = self.spare, None
+        if sw is None:
+            sw = LocalSwitch(os.path.join(self.tmpdir, f"sw{self.next_id}"))
         fd = sw.conn.datafd
         self.watch(fd, lambda ev: self.fwd.switch_to_taps(sw))
         self.switches[self.next_id] = sw
@@ -464,6 +475,11 @@ class Helper:
             sw.detach(link)
         self.unwatch(sw.conn.datafd)
         sw.close()
+
+    def close_spare(self) -> None:
+        if self.spare is not None:
+            self.spare.close()
+            self.spare = None
 
     def local_switch(self, url: str) -> LocalSwitch | None:
         path = url[len("vde://"):] if url.startswith("vde://") else url
@@ -487,7 +503,8 @@ class Helper:
         for made in list(self.dying.values()):
             self.unwatch(made.init_pidfd)
             made.reap()
-        self.pool.close()
+        self.pool.shutdown()
+        self.close_spare()
         for sw in self.switches.values():
             self.close_switch(sw)
         shutil.rmtree(self.tmpdir, ignore_errors=True)

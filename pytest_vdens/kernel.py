@@ -1,4 +1,4 @@
-"""Thin wrappers of the Linux calls the engine needs: namespaces, taps, mounts."""
+"""Thin wrappers of the Linux calls the engine needs in Python: clone, setns, taps, names."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import signal
 import struct
 from collections.abc import Callable
 
-from .errors import InterfaceNameError, TunError, UserNamespaceError
+from .errors import InterfaceNameError, UserNamespaceError
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
@@ -18,27 +18,14 @@ CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 _CLONE_PARENT = 0x00008000
 
-MS_RDONLY = 1
-MS_REMOUNT = 32
-MS_BIND = 4096
-MS_REC = 16384
-MS_PRIVATE = 1 << 18
-_MNT_DETACH = 2
-
 IFNAMSIZ = 16
 _BAD_IFNAME_BYTES = frozenset(b"/: \t\n\v\f\r\x7f\xa0")
 TUN_PATH = "/dev/net/tun"
-_TUNSETIFF = 0x400454CA
-_TUNSETPERSIST = 0x400454CB
 _TUNSETCARRIER = 0x400454E2
-_IFF_TAP = 0x0002
-_IFF_NO_PI = 0x1000
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.unshare.argtypes = [ctypes.c_int]
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
-_libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_void_p]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 
 def _check(ret: int, what: str) -> None:
@@ -96,23 +83,6 @@ def _raw_clone(flags: int) -> int:
     return pid
 
 
-def fork_into(flags: int) -> int:
-    """fork() straight into new namespaces: 0 in the child, its pid in the parent.
-
-    With CLONE_NEWPID the child is PID 1 of its namespace, which saves the
-    second fork that unshare() would need. Like os.fork() without at-fork
-    hooks: only the calling thread goes on in the child.
-    """
-    if len(os.listdir("/proc/self/task")) == 1:
-        return _raw_clone(flags)
-    # Another thread may hold a libc lock (malloc): a real fork() first, then
-    # clone from that single-threaded copy, on our behalf.
-    pid, mid = fork_beside(lambda: None, flags)
-    if pid:
-        os.waitpid(mid, 0)
-    return pid
-
-
 def fork_beside(prepare: Callable[[], None], flags: int = 0) -> tuple[int, int]:
     """A child of ours, cloned (with `flags`) by a forked intermediate after prepare().
 
@@ -156,36 +126,6 @@ def setns(fd: int, nstype: int) -> None:
     _check(_libc.setns(fd, nstype), "setns")
 
 
-def _enc(s: str | None) -> bytes | None:
-    return None if s is None else s.encode()
-
-
-def mount(source: str | None, target: str, fstype: str | None, flags: int) -> None:
-    _check(_libc.mount(_enc(source), _enc(target), _enc(fstype), flags, None), f"mount {target}")
-
-
-def umount_detach(target: str) -> None:
-    _check(_libc.umount2(target.encode(), _MNT_DETACH), f"umount {target}")
-
-
-def write_identity_maps(uid: int, gid: int) -> None:
-    """Map our own uid/gid to themselves in a fresh user namespace, as vdens does.
-
-    Mapping uid 0 needs CAP_SETFCAP where we came from (Linux >= 5.12): root
-    inside a namespace that lacks it (a nested one) stays unmapped, shown as
-    the overflow uid, with the same rights.
-    """
-    with open("/proc/self/setgroups", "w") as f:
-        f.write("deny")
-    for path, ident in (("/proc/self/uid_map", uid), ("/proc/self/gid_map", gid)):
-        try:
-            with open(path, "w") as f:
-                f.write(f"{ident} {ident} 1")
-        except PermissionError:
-            if ident != 0:
-                raise
-
-
 def check_ifname_prefix(prefix: str, count: int) -> None:
     """Refuse a prefix that would make an interface name the kernel rejects."""
     longest = f"{prefix}{max(count - 1, 0)}"
@@ -200,29 +140,6 @@ def check_ifname_prefix(prefix: str, count: int) -> None:
         raise InterfaceNameError(
             f"interface prefix {prefix!r} is invalid: the kernel refuses names with "
             f"{''.join(bad)!r}; use letters, digits, '-' or '_'")
-
-
-def open_tap(name: str) -> int:
-    """A persistent, nonblocking tap named `name` in the current network namespace.
-
-    Persistent, so that closing its fd is cheap: the kernel deletes the device
-    when its network namespace dies, in a batched background worker, instead of
-    a ~25 ms synchronous unregister on close().
-    """
-    try:
-        fd = os.open(TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as e:
-        fix = ("run `sudo chmod 0666 /dev/net/tun` (most distributions ship it 0666)"
-               if e.errno in (errno.EACCES, errno.EPERM)
-               else "load the tun module: `sudo modprobe tun`")
-        raise TunError(f"cannot open {TUN_PATH}: {e.strerror}; {fix}") from None
-    try:
-        fcntl.ioctl(fd, _TUNSETIFF, struct.pack("16sH", name.encode(), _IFF_TAP | _IFF_NO_PI))
-        fcntl.ioctl(fd, _TUNSETPERSIST, 1)
-    except OSError as e:
-        os.close(fd)
-        raise TunError(f"cannot create tap {name!r}: {e.strerror}") from None
-    return fd
 
 
 def set_carrier(tap: int, up: bool) -> None:

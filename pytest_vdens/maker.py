@@ -1,93 +1,99 @@
-"""Making namespaces, in the helper: the maker child, the namespace's init, and a pool.
+"""Making namespaces, in the helper: the zygote that clones them, and a pool.
 
-A maker is a child the helper clones straight into new user+net+pid (+mnt)
-namespaces: it writes the identity uid/gid map, makes the taps, brings lo up,
-sends the taps and namespace fds back over SCM_RIGHTS, and stays as the
-namespace's init (PID 1). The pool
-makes the next namespace of a kind ahead of time, while a test runs.
+The zygote (_zygote.c) is a small process of the helper's that clones each
+namespace: cloning the helper itself, a ~20 MB Python process, cost three
+times the kernel's own work. Its child writes the identity uid/gid map, makes
+the taps, brings lo up, sends the taps and namespace fds back over SCM_RIGHTS,
+and stays as the namespace's init (PID 1), a child of the helper, until its
+keeper pipe closes. The pool makes the next namespace of a kind ahead of
+time, while a test runs.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
+import importlib.util
 import json
 import os
-import resource
 import select
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import kernel, netlink, protocol, resolver
-from ._prctl import prctl
-from .errors import HelperError, VdensError, by_name
+from . import kernel, protocol, resolver
+from .errors import HelperError, TunError, UserNamespaceError, VdensError
 
 Spec = dict[str, Any]  # ifnames, mnt, resolver, resolvconf
 
+# A bare interpreter (no site, no package import) that loads the extension and
+# enters its C loop: what it clones is a few MB, not the helper's 20.
+_ZYGOTE = """import importlib.util, sys
+spec = importlib.util.spec_from_file_location("pytest_vdens._zygote", sys.argv[1])
+mod = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)
+mod.serve(int(sys.argv[2]))
+"""
 
-def _fd_limit() -> int:
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
+class Zygote:
+    """The helper's zygote process, and the requests that make it clone."""
 
-def _namespace_child(sock: socket.socket, keeper: int, spec: Spec, uid: int, gid: int) -> None:
-    """PID 1 of a just-cloned namespace: set it up, send back taps and ns fds, then
-    be its init. Never returns."""
-    try:
-        os.closerange(3, sock.fileno())
-        os.closerange(sock.fileno() + 1, keeper)
-        os.closerange(keeper + 1, _fd_limit())
-        prctl.set_pdeathsig(signal.SIGKILL)
-        kernel.write_identity_maps(uid, gid)
+    def __init__(self) -> None:
+        found = importlib.util.find_spec("pytest_vdens._zygote")
+        if found is None or not found.origin:
+            raise HelperError("pytest_vdens._zygote is not built: reinstall pytest-vdens "
+                              "(pip install needs gcc and the Python headers: "
+                              "`apt install gcc python3-dev`)")
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with theirs:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _ZYGOTE, found.origin, str(theirs.fileno())],
+                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+        self.sock = mine
+
+    def clone(self, spec: Spec, reply: int, keeper: int) -> int:
+        """The pid of a new namespace's init, which answers on `reply`."""
+        flags = kernel.CLONE_NEWUSER | kernel.CLONE_NEWNET | kernel.CLONE_NEWPID
         if spec["mnt"]:
-            resolver.install(spec["resolver"], spec["resolvconf"])
-        taps = [kernel.open_tap(name) for name in spec["ifnames"]]
-        # kept by the helper, to configure the namespace later without entering it
-        nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-        netlink.request(nl.fileno(), netlink.link_up(1))  # lo
-        indexes = [socket.if_nametoindex(name) for name in spec["ifnames"]]
-        names = ["user", "net", "pid_for_children"] + (["mnt"] if spec["mnt"] else [])
-        nsfds = [nl.fileno()] + [os.open(f"/proc/self/ns/{n}", os.O_RDONLY | os.O_CLOEXEC)
-                                 for n in names]
-        protocol.send(sock, {"ok": True, "nsnames": names, "indexes": indexes}, taps + nsfds)
-    except BaseException as e:
-        err = e if isinstance(e, VdensError) else HelperError(f"making the namespace failed: {e!r}")
+            flags |= kernel.CLONE_NEWNS
+        text = resolver.render(spec["resolver"]) if spec["resolver"] else ""
+        fields = [str(flags), str(os.geteuid()), str(os.getegid()), spec["resolvconf"] or "", text,
+                  *spec["ifnames"]]
         try:
-            protocol.send(sock, {"ok": False, "error": type(err).__name__, "message": str(err)})
-        except OSError:
-            pass
-        os._exit(0)
-    for fd in taps + nsfds[1:]:
-        os.close(fd)
-    nl.close()
-    sock.close()
-    _namespace_init(keeper)
+            socket.send_fds(self.sock, ["".join(f + "\0" for f in fields).encode()], [reply, keeper])
+            answer = int(self.sock.recv(64) or b"0")
+        except OSError as e:
+            raise HelperError(f"the namespace zygote is gone ({e})") from None
+        if answer == 0:
+            raise HelperError(f"the namespace zygote is gone (exit status {self.proc.poll()})")
+        if answer < 0:
+            err = -answer
+            if err in (errno.EPERM, errno.ENOSPC, errno.EACCES, errno.EUSERS):
+                raise UserNamespaceError(kernel.userns_hint(err))
+            raise OSError(err, f"clone: {os.strerror(err)}")
+        return answer
+
+    def close(self) -> None:
+        self.sock.close()
+        self.proc.wait()
 
 
-def _namespace_init(keeper: int) -> None:
-    """PID 1 of the namespace: reap orphans until the keeper pipe closes, then exit."""
-    os.closerange(3, keeper)
-    os.closerange(keeper + 1, _fd_limit())
-    prctl.set_name("vdens-init")
-    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)
-    poller = select.poll()
-    poller.register(keeper, select.POLLIN)
-    poller.register(wake_r, select.POLLIN)
-    while True:
-        for fd, _ in poller.poll():
-            if fd == keeper:
-                os._exit(0)
-            os.read(wake_r, 512)
-        try:
-            while os.waitpid(-1, os.WNOHANG)[0] > 0:
-                pass
-        except ChildProcessError:
-            pass
+def child_error(reply: dict[str, Any]) -> VdensError:
+    """What a namespace's init could not do, as the error a user reads."""
+    step, err, arg = reply["step"], reply["errno"], reply["arg"]
+    why = os.strerror(err)
+    if step == "tun_open":
+        fix = ("run `sudo chmod 0666 /dev/net/tun` (most distributions ship it 0666)"
+               if err in (errno.EACCES, errno.EPERM) else "load the tun module: `sudo modprobe tun`")
+        return TunError(f"cannot open {kernel.TUN_PATH}: {why}; {fix}")
+    if step == "tun_create":
+        return TunError(f"cannot create tap {arg!r}: {why}")
+    return HelperError(f"making the namespace failed: {step} {arg}: {why}")
 
 
 @dataclass(eq=False)
@@ -130,7 +136,7 @@ class Made:
 
 @dataclass(eq=False)
 class Maker:
-    """A maker child at work (it becomes the namespace's init)."""
+    """A namespace being made: its init is setting it up."""
 
     key: str
     pid: int
@@ -139,27 +145,18 @@ class Maker:
     ntaps: int
 
     @classmethod
-    def start(cls, spec: Spec) -> Maker:
+    def start(cls, zygote: Zygote, spec: Spec) -> Maker:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         keep_r, keep_w = os.pipe2(os.O_CLOEXEC)
-        flags = kernel.CLONE_NEWUSER | kernel.CLONE_NEWNET | kernel.CLONE_NEWPID
-        if spec["mnt"]:
-            flags |= kernel.CLONE_NEWNS
-        uid, gid = os.geteuid(), os.getegid()
         try:
-            pid = kernel.fork_into(flags)
+            pid = zygote.clone(spec, theirs.fileno(), keep_r)
         except BaseException:
-            for fd in (mine, theirs):
-                fd.close()
-            for fd2 in (keep_r, keep_w):
-                os.close(fd2)
-            raise
-        if pid == 0:  # pragma: no cover - the child
             mine.close()
             os.close(keep_w)
-            _namespace_child(theirs, keep_r, spec, uid, gid)
-        theirs.close()
-        os.close(keep_r)
+            raise
+        finally:
+            theirs.close()
+            os.close(keep_r)
         return cls(key_of(spec), pid, mine, keep_w, len(spec["ifnames"]))
 
     def finish(self) -> Made:
@@ -167,14 +164,13 @@ class Maker:
         try:
             reply, fds = protocol.recv(self.sock)
         except EOFError:
-            reply, fds = {"ok": False, "error": "HelperError",
-                          "message": "the namespace maker died"}, []
+            reply, fds = {"ok": False, "step": "init", "errno": errno.ECHILD, "arg": "died"}, []
         finally:
             self.sock.close()
         if not reply["ok"]:
             os.close(self.keeper)
             os.waitpid(self.pid, 0)
-            raise by_name(reply["error"])(reply["message"])
+            raise child_error(reply)
         n = self.ntaps
         return Made(self.pid, os.pidfd_open(self.pid), self.keeper, fds[:n], fds[n],
                     fds[n + 1:], reply["nsnames"], reply["indexes"])
@@ -198,6 +194,7 @@ class Pool:
     def __init__(self, watch: Callable[[int, Callable[[int], None]], None],
                  unwatch: Callable[[int], None]) -> None:
         self.watch, self.unwatch = watch, unwatch
+        self.zygote = Zygote()
         self.ready: dict[str, list[Made]] = {}
         self.making: dict[str, list[Maker]] = {}
         self.depth: dict[str, int] = {}
@@ -211,7 +208,7 @@ class Pool:
             return self.ready[key].pop(0)
         if not self.making.get(key):
             self.depth[key] = min(2 * self.depth.get(key, 1), self.MAX_DEPTH)
-            self.making[key] = [Maker.start(spec)]
+            self.making[key] = [Maker.start(self.zygote, spec)]
             self.fill(spec)
         maker = self.making[key].pop(0)
         self.unwatch(maker.sock.fileno())
@@ -234,7 +231,7 @@ class Pool:
         key = key_of(spec)
         making = self.making.setdefault(key, [])
         while len(self.ready.get(key, ())) + len(making) < self.depth.get(key, 1):
-            maker = Maker.start(spec)
+            maker = Maker.start(self.zygote, spec)
             making.append(maker)
             self.watch(maker.sock.fileno(), functools.partial(self.on_made, maker))
 
@@ -259,5 +256,10 @@ class Pool:
                 pass
 
     def close(self) -> None:
+        """Discard what was made ahead (the zygote stays: see shutdown())."""
         for key in list(self.kinds):
             self.forget(key)
+
+    def shutdown(self) -> None:
+        self.close()
+        self.zygote.close()

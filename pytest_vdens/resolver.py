@@ -1,4 +1,5 @@
-"""DNS resolver injection: a private /etc/resolv.conf inside a namespace's mount namespace."""
+"""DNS resolvers: checking what a user asks for, and the resolv.conf that the zygote
+binds over /etc/resolv.conf in a namespace's private mount namespace (_zygote.c)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,8 @@ import ipaddress
 import os
 from collections.abc import Iterable
 
-from . import kernel
 from .errors import ArgumentError
 
-RESOLV_CONF = "/etc/resolv.conf"
-_SCRATCH = "/tmp"  # any directory: the tmpfs over it lives only while we write
 
 
 def parse_addresses(addrs: str | Iterable[str] | None) -> list[str]:
@@ -52,31 +50,3 @@ def check_resolvconf(path: str | os.PathLike[str] | None) -> str | None:
 
 def render(addrs: list[str]) -> str:
     return "".join(f"nameserver {a}\n" for a in addrs)
-
-
-def install(addrs: list[str], resolvconf: str | None) -> None:
-    """Bind a generated (or given) resolv.conf over /etc/resolv.conf.
-
-    Runs inside a fresh mount namespace, which is first made private so that no
-    mount leaks to the host. A generated file is written to a tmpfs mounted for
-    a moment over /tmp, then only the bind mount keeps it: nothing on disk.
-    """
-    kernel.mount(None, "/", None, kernel.MS_REC | kernel.MS_PRIVATE)
-    if addrs:
-        kernel.mount("pytest-vdens", _SCRATCH, "tmpfs", 0)
-        try:
-            path = os.path.join(_SCRATCH, "resolv.conf")
-            with open(path, "w") as f:
-                f.write(render(addrs))
-            os.chmod(path, 0o444)
-            _bind_readonly(path)
-        finally:
-            kernel.umount_detach(_SCRATCH)
-    elif resolvconf:
-        _bind_readonly(resolvconf)
-
-
-def _bind_readonly(source: str) -> None:
-    # read-only, so code inside cannot write through to a user's file
-    kernel.mount(source, RESOLV_CONF, None, kernel.MS_BIND)
-    kernel.mount(None, RESOLV_CONF, None, kernel.MS_BIND | kernel.MS_REMOUNT | kernel.MS_RDONLY)

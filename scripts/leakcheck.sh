@@ -4,7 +4,7 @@
 #   scripts/leakcheck.sh --record FILE   # before the run: note the taps already there
 #   scripts/leakcheck.sh [FILE]          # after it: look for leftovers (taps: new ones)
 #
-# Leftovers: processes named vdens-helper or vdens-init, vde_plug processes on a
+# Leftovers: processes named vdens-helper, vdens-zygote or vdens-init, vde_plug processes on a
 # pytest-vdens path, processes started from pytest's temporary directories or
 # carrying this run's $PYTEST_VDENS_RUN, /tmp/pytest-vdens-* directories and
 # address leases (/tmp/vdens-leases-UID), and tun/tap devices in this network
@@ -76,7 +76,7 @@ def leftovers():
         argv = read(pid, "cmdline").replace(b"\0", b" ").decode(errors="replace").strip()
         env = read(pid, "environ").split(b"\0")
         why = None
-        if comm in ("vdens-helper", "vdens-init"):
+        if comm in ("vdens-helper", "vdens-zygote", "vdens-init"):
             why = comm
         elif comm == "vde_plug" and "pytest-vdens" in argv:
             why = "an embedded switch"

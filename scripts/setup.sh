@@ -7,7 +7,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 APT_PACKAGES=(
   libvdeplug2 vdeplug libvdeplug-slirp   # libvdeplug, its plugins, vde_plug (embedded switch)
-  libcap-dev gcc python3-dev python3-venv # to build python-prctl
+  libcap-dev gcc python3-dev python3-venv # to build python-prctl and our C zygote
   vdens vde2 iperf3 iproute2 iputils-ping # real peers used by the tests
   tcpdump tshark                          # read the tests' pcap captures
 )
