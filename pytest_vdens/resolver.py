@@ -10,7 +10,6 @@ from collections.abc import Iterable
 from .errors import ArgumentError
 
 
-
 def parse_addresses(addrs: str | Iterable[str] | None) -> list[str]:
     """Validated nameserver addresses from 'a,b' or a list; [] for none."""
     if addrs is None:
