@@ -7,8 +7,11 @@ The engine (this package minus plugin.py) works without pytest::
         a.run(["ip", "addr", "add", "10.0.0.1/24", "dev", "vde0"], check=True)
 """
 
-from . import capabilities
-from .client import shutdown
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     ArgumentError,
     CallCrashed,
@@ -22,8 +25,23 @@ from .errors import (
     UserNamespaceError,
     VdensError,
 )
-from .namespace import Namespace, close_all
-from .switch import Switch
+
+if TYPE_CHECKING:
+    from .client import shutdown
+    from .namespace import Namespace, close_all
+    from .switch import Switch
+
+# imported on first use: the helper (python -m pytest_vdens.helper) and the
+# zygote start faster without them
+_LAZY = {"Namespace": "namespace", "close_all": "namespace", "Switch": "switch", "shutdown": "client"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def drop_caps(*names: str) -> None:
@@ -31,6 +49,8 @@ def drop_caps(*names: str) -> None:
 
     For code running inside a namespace (Namespace.call, a marked test).
     """
+    from . import capabilities
+
     drop = capabilities.resolve(names) if names else capabilities.names()
     held = tuple(n for n in capabilities.names() if n not in drop)
     capabilities.lower(held)

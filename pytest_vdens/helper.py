@@ -69,6 +69,7 @@ class Helper:
         self.default_id = 0
         self.namespaces: dict[int, Netns] = {}
         self.networks: dict[str, addressing.Network] = {}
+        self.networks_made = 0  # numbers each embedded network's subnets
         self.next_id = 1
         self.ep = select.epoll()
         self.handlers: dict[int, Callable[[int], None]] = {}
@@ -235,7 +236,8 @@ class Helper:
     def network(self, link: Link) -> addressing.Network:
         net = self.networks.get(link.url)
         if net is None:
-            net = addressing.Network(link.url, len(self.networks), shared=link.switch is None)
+            net = addressing.Network(link.url, self.networks_made, shared=link.switch is None)
+            self.networks_made += 1
             self.networks[link.url] = net
         return net
 
@@ -403,8 +405,10 @@ class Helper:
         if not wait:  # reaped when it is gone: the caller need not wait for that
             self.dying[made.init_pidfd] = made
             self.watch(made.init_pidfd, lambda ev: self.reap(made))
-        for net in self.networks.values():
-            net.release(ns.id)
+        for url in {link.url for link in ns.links}:  # not every network: a suite makes thousands
+            net = self.networks.get(url)
+            if net is not None:
+                net.release(ns.id)
 
     def op_drain(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
         """Discard the namespaces made ahead (a leak check counts what is left)."""
@@ -474,6 +478,7 @@ class Helper:
             self.disconnect(link, "its embedded switch was closed")
             sw.detach(link)
         self.unwatch(sw.conn.datafd)
+        self.networks.pop(sw.url, None)
         sw.close()
 
     def close_spare(self) -> None:
