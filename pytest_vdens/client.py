@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -32,12 +33,19 @@ class HelperClient:
         self.sock = mine
         self.lock = threading.Lock()
         self.owner = os.getpid()
-        hello, _ = self._exchange(None)
+        hello, fds = self._exchange(None)
         if not hello["ok"]:  # it could not start: e.g. no libvdeplug
             self.close()
             raise by_name(hello["error"])(hello["message"])
         self.pid: int = hello["pid"]
         self.tmpdir: str = hello["tmpdir"]
+        self.alarm = fds[0]  # readable once a network of any namespace has gone away
+
+    def networks_failed(self) -> bool:
+        """Whether any namespace's network has gone away: until then, no need to ask."""
+        poller = select.poll()  # not select(): a process with many namespaces holds over 1024 fds
+        poller.register(self.alarm, select.POLLIN)
+        return bool(poller.poll(0))
 
     def _exchange(self, msg: dict[str, Any] | None) -> tuple[dict[str, Any], list[int]]:
         try:
@@ -75,6 +83,9 @@ class HelperClient:
     def close(self) -> None:
         """Stop the helper: it closes every namespace and removes its files."""
         self.sock.close()
+        if getattr(self, "alarm", -1) >= 0:
+            os.close(self.alarm)
+            self.alarm = -1
         try:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:

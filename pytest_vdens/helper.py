@@ -77,6 +77,7 @@ class Helper:
         self.dying: dict[int, maker.Made] = {}  # killed namespaces' inits, not reaped yet
         self.captures: list[Capture] = []
         self.pool = maker.Pool(self.watch, self.unwatch)
+        self.alarm = -1
         self.watch(ctl.fileno(), self.on_request)
 
     def watch(self, fd: int, handler: Callable[[int], None]) -> None:
@@ -88,7 +89,9 @@ class Helper:
             self.ep.unregister(fd)
 
     def serve(self) -> None:
-        protocol.send(self.ctl, {"ok": True, "pid": os.getpid(), "tmpdir": self.tmpdir})
+        alarm, self.alarm = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        protocol.send(self.ctl, {"ok": True, "pid": os.getpid(), "tmpdir": self.tmpdir}, [alarm])
+        os.close(alarm)
         self.running = True
         while self.running:
             self.turn(1.0)
@@ -336,6 +339,10 @@ class Helper:
 
     def disconnect(self, link: Link, why: str) -> None:
         link.error = f"VDE network {link.url!r} of {link.ifname} went away: {why}"
+        if self.alarm >= 0:  # clients ask for errors only once this is readable
+            os.write(self.alarm, b"!")
+            os.close(self.alarm)
+            self.alarm = -1
         for fd in (link.tap, link.datafd, link.ctlfd):
             self.unwatch(fd)
         try:

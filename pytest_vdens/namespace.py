@@ -340,6 +340,8 @@ class Namespace:
     def errors(self) -> list[str]:
         """What went wrong on this namespace's networks (e.g. a switch that died)."""
         self._check_open()
+        if not self._helper.networks_failed():
+            return []
         reply, _ = self._helper.request("status", id=self.id)
         return list(reply["errors"])
 
