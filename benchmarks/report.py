@@ -213,6 +213,13 @@ def main_table(res: dict[str, Any]) -> list[list[str]]:
         rows.append([f"4. {xd['n']}-test vdens_ns suite, -n 2 vs -n 0",
                      f"{xd['n2']:.2f} s vs {xd['n0']:.2f} s", "—", f"{_r(t.value)}× faster",
                      t.target(), t.status()])
+        if "plain_n0" in xd:
+            rows.append([f"4. {xd['n']} plain tests (xdist's own cost), -n 2 vs -n 0",
+                         f"{xd['plain_n2']:.2f} s vs {xd['plain_n0']:.2f} s", "—",
+                         f"{_r(xd['plain_n0'] / xd['plain_n2'])}× faster", "—", "info"])
+            rows.append(["4. the namespace work alone (vdens_ns suite − plain suite), -n 2 vs -n 0",
+                         f"{xd['n2'] - xd['plain_n2']:.2f} s vs {xd['n0'] - xd['plain_n0']:.2f} s", "—",
+                         f"{_r(xd['work_speedup'])}× faster", "—", "info"])
     return rows
 
 
@@ -400,7 +407,17 @@ def markdown(res: dict[str, Any], meta: dict[str, Any], tg: list[Target],
                 ["-n 0", _s(xd["n0"]), ", ".join(f"{x:.2f}" for x in xd["walls"]["n0"])],
                 ["-n 2", _s(xd["n2"]), ", ".join(f"{x:.2f}" for x in xd["walls"]["n2"])],
                 ["speedup", f"{_r(xd['speedup'])}×", ", ".join(f"{x:.2f}" for x in xd["speedup_runs"])]]
+        if "plain_n0" in xd:
+            rows += [["plain suite, -n 0", _s(xd["plain_n0"]),
+                      ", ".join(f"{x:.2f}" for x in xd["walls"]["plain_n0"])],
+                     ["plain suite, -n 2", _s(xd["plain_n2"]),
+                      ", ".join(f"{x:.2f}" for x in xd["walls"]["plain_n2"])],
+                     ["speedup of the namespace work (suite − plain)", f"{_r(xd['work_speedup'])}×",
+                      ", ".join(f"{x:.2f}" for x in xd["work_speedup_runs"])]]
         w(md_table(rows))
+        w("\nThe plain suite is the same number of tests with no namespace: what xdist itself "
+          "costs to start and feed two workers. The last row is the speedup of what pytest-vdens "
+          "adds, with that cost taken out.")
         w("")
     hangs = []
     if ov:

@@ -218,7 +218,6 @@ static void be_init(int keeper) {
     signal(SIGTERM, SIG_IGN);
     signal(SIGINT, SIG_IGN);
     signal(SIGHUP, SIG_IGN);
-    prctl(PR_SET_NAME, "vdens-init", 0, 0, 0);
     struct pollfd p = {.fd = keeper, .events = POLLIN};
     for (;;) {
         if (poll(&p, 1, -1) > 0)
@@ -232,6 +231,7 @@ static void child(const struct spec *s, int sock, int keeper, int zygote_fd) {
     /* (getppid() is 0 in a new PID namespace: if the helper died before
        this, the keeper pipe's hangup ends us in be_init) */
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    prctl(PR_SET_NAME, "vdens-init", 0, 0, 0);
     identity_maps(s->uid, s->gid);
     if (s->flags & CLONE_NEWNS)
         install_resolver(s);

@@ -1,9 +1,11 @@
 """Packet capture in the helper: an interface's frames into a pcap file that keeps the last few MB.
 
 Classic pcap (LINKTYPE_ETHERNET, microseconds), what tcpdump, tshark and
-Wireshark all read. Records gather in a buffer written out at 64 KB, and by
-flush() (the helper flushes when idle and when asked): a write() per frame
-would halve the forwarding rate. The cap is a ring of two halves: when the
+Wireshark all read. The file is made with the first frame (or when asked
+for): most tests' interfaces carry none, and then cost nothing on disk.
+Records gather in a buffer written out at 64 KB, and by flush() (the helper
+flushes when idle and when asked): a write() per frame would halve the
+forwarding rate. The cap is a ring of two halves: when the
 file reaches half the limit it becomes `.old` and a new one starts; keeping
 them joins the two, the older first, so the last half to whole limit survives.
 """
@@ -28,10 +30,14 @@ class Capture:
     def __init__(self, path: str, limit: int = LIMIT) -> None:
         self.path = path
         self.half = max(limit // 2, 4096)
-        self.fd = -1
-        self._start()
+        self.fd = -1  # the file is made with the first frame, or when asked for
+        self.size = 0
+        self.pending = bytearray()
+        self.closed = False
+        self.made = False
 
     def _start(self) -> None:
+        self.made = True
         self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         os.write(self.fd, _GLOBAL)
         self.size = len(_GLOBAL)
@@ -46,9 +52,14 @@ class Capture:
         if len(pending) >= FLUSH_AT:
             self.flush()
 
-    def flush(self) -> None:
-        if not self.pending or self.fd < 0:
+    def flush(self, make: bool = False) -> None:
+        """Write out what is recorded; with `make`, make the file even if nothing is."""
+        if self.closed or not (self.pending or make and self.fd < 0):
             return
+        if self.fd < 0:
+            pending = self.pending
+            self._start()
+            self.pending = pending
         try:
             os.write(self.fd, self.pending)
             self.size += len(self.pending)
@@ -61,14 +72,21 @@ class Capture:
             self._start()
 
     def close(self) -> None:
-        if self.fd >= 0:
+        if not self.closed:
             self.flush()
+            self.closed = True
+        if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
 
     def keep(self, dest: str) -> None:
         """Close, and leave the capture (both halves, joined) at `dest`."""
         self.close()
+        if not self.made:  # no frame: a file with no packets
+            with open(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600),
+                      "wb") as out:
+                out.write(_GLOBAL)
+            return
         old = self.path + ".old"
         if not os.path.exists(old):
             shutil.move(self.path, dest)

@@ -32,6 +32,8 @@ class HelperClient:
                 stderr=None if debug else subprocess.DEVNULL)
         self.sock = mine
         self.lock = threading.Lock()
+        self.posted: list[str] = []  # ops of requests sent without waiting, replies unread
+        self.failed: list[str] = []
         self.owner = os.getpid()
         hello, fds = self._exchange(None)
         if not hello["ok"]:  # it could not start: e.g. no libvdeplug
@@ -47,10 +49,17 @@ class HelperClient:
         poller.register(self.alarm, select.POLLIN)
         return bool(poller.poll(0))
 
-    def _exchange(self, msg: dict[str, Any] | None) -> tuple[dict[str, Any], list[int]]:
+    def _exchange(self, msg: dict[str, Any] | None,
+                  reply: bool = True) -> tuple[dict[str, Any], list[int]]:
         try:
+            if len(self.posted) >= 16:  # unread replies fill the socket: the helper would block
+                self._read_posted()
             if msg is not None:
                 protocol.send(self.sock, msg)
+            if not reply:
+                self.posted.append(msg["op"] if msg else "")
+                return {"ok": True}, []
+            self._read_posted()  # replies come in order: those of posted requests first
             return protocol.recv(self.sock)
         except protocol.TooLong:
             raise
@@ -62,14 +71,35 @@ class HelperClient:
                 f"({'exit status ' + str(status) if status is not None else e}); "
                 "run with PYTEST_VDENS_DEBUG=1 to see its stderr") from None
 
+    def _read_posted(self) -> None:
+        while self.posted:
+            op = self.posted.pop(0)
+            earlier, fds = protocol.recv(self.sock)
+            for fd in fds:
+                os.close(fd)
+            if not earlier["ok"]:
+                self.failed.append(f"{op}: {earlier['message']}")
+
     def request(self, op: str, **args: Any) -> tuple[dict[str, Any], list[int]]:
         """Send one request; return the reply and the fds that came with it."""
+        return self._request(op, args, True)
+
+    def post(self, op: str, **args: Any) -> None:
+        """Send a request whose reply nobody waits for (it is read before the next one's)."""
+        self._request(op, args, False)
+
+    def _request(self, op: str, args: dict[str, Any], wait: bool) -> tuple[dict[str, Any], list[int]]:
         with self.lock:
             try:
-                reply, fds = self._exchange({"op": op, **args})
+                reply, fds = self._exchange({"op": op, **args}, wait)
             except protocol.TooLong as e:
                 raise ArgumentError(f"{op}: the arguments are too large to send ({e}); "
                                     "is a URL or path that long on purpose?") from None
+            if self.failed:  # a posted request failed: say so now, in place of this reply
+                for fd in fds:
+                    os.close(fd)
+                failed, self.failed = self.failed, []
+                raise HelperError("an earlier request failed in the helper: " + "; ".join(failed))
         if not reply["ok"]:
             for fd in fds:
                 os.close(fd)

@@ -77,7 +77,7 @@ class Helper:
         self.dying: dict[int, maker.Made] = {}  # killed namespaces' inits, not reaped yet
         self.captures: list[Capture] = []
         self.pool = maker.Pool(self.watch, self.unwatch)
-        self.alarm = -1
+        self.alarm, self.alarmed = -1, False
         self.watch(ctl.fileno(), self.on_request)
 
     def watch(self, fd: int, handler: Callable[[int], None]) -> None:
@@ -286,7 +286,7 @@ class Helper:
         ns = self.namespaces.get(req["id"])
         for link in ns.links if ns is not None else []:
             if link.capture is not None:
-                link.capture.flush()
+                link.capture.flush(make=True)
         return {"ok": True}, []
 
     def op_status(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
@@ -339,10 +339,9 @@ class Helper:
 
     def disconnect(self, link: Link, why: str) -> None:
         link.error = f"VDE network {link.url!r} of {link.ifname} went away: {why}"
-        if self.alarm >= 0:  # clients ask for errors only once this is readable
+        if not self.alarmed:  # clients ask for errors only once this is readable
             os.write(self.alarm, b"!")
-            os.close(self.alarm)
-            self.alarm = -1
+            self.alarmed = True
         for fd in (link.tap, link.datafd, link.ctlfd):
             self.unwatch(fd)
         try:

@@ -55,9 +55,14 @@ class Zygote:
                 [sys.executable, "-I", "-S", "-c", _ZYGOTE, found.origin, str(theirs.fileno())],
                 pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
         self.sock = mine
+        self.waiting: list[list[int]] = []  # tickets whose answer is unread
 
-    def clone(self, spec: Spec, reply: int, keeper: int) -> int:
-        """The pid of a new namespace's init, which answers on `reply`."""
+    def clone(self, spec: Spec, reply: int, keeper: int) -> list[int]:
+        """Ask for a new namespace, whose init answers on `reply`; not waiting for it.
+
+        The returned ticket holds the init's pid once pid() has read the answer:
+        the helper serves its clients meanwhile.
+        """
         flags = kernel.CLONE_NEWUSER | kernel.CLONE_NEWNET | kernel.CLONE_NEWPID
         if spec["mnt"]:
             flags |= kernel.CLONE_NEWNS
@@ -66,17 +71,28 @@ class Zygote:
                   *spec["ifnames"]]
         try:
             socket.send_fds(self.sock, ["".join(f + "\0" for f in fields).encode()], [reply, keeper])
-            answer = int(self.sock.recv(64) or b"0")
         except OSError as e:
             raise HelperError(f"the namespace zygote is gone ({e})") from None
-        if answer == 0:
-            raise HelperError(f"the namespace zygote is gone (exit status {self.proc.poll()})")
-        if answer < 0:
-            err = -answer
+        ticket: list[int] = []
+        self.waiting.append(ticket)
+        return ticket
+
+    def pid(self, ticket: list[int]) -> int:
+        """The pid of a ticket's init, or the reason the clone failed."""
+        while not ticket:  # answers come in the order of the requests
+            try:
+                answer = int(self.sock.recv(64) or b"0")
+            except OSError:
+                answer = 0
+            if answer == 0:
+                raise HelperError(f"the namespace zygote is gone (exit status {self.proc.poll()})")
+            self.waiting.pop(0).append(answer)
+        if ticket[0] < 0:
+            err = -ticket[0]
             if err in (errno.EPERM, errno.ENOSPC, errno.EACCES, errno.EUSERS):
                 raise UserNamespaceError(kernel.userns_hint(err))
-            raise OSError(err, f"clone: {os.strerror(err)}")
-        return answer
+            raise HelperError(f"cannot clone a namespace: {os.strerror(err)}")
+        return ticket[0]
 
     def close(self) -> None:
         self.sock.close()
@@ -139,7 +155,8 @@ class Maker:
     """A namespace being made: its init is setting it up."""
 
     key: str
-    pid: int
+    zygote: Zygote
+    ticket: list[int]
     sock: socket.socket
     keeper: int
     ntaps: int
@@ -149,7 +166,7 @@ class Maker:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         keep_r, keep_w = os.pipe2(os.O_CLOEXEC)
         try:
-            pid = zygote.clone(spec, theirs.fileno(), keep_r)
+            ticket = zygote.clone(spec, theirs.fileno(), keep_r)
         except BaseException:
             mine.close()
             os.close(keep_w)
@@ -157,22 +174,26 @@ class Maker:
         finally:
             theirs.close()
             os.close(keep_r)
-        return cls(key_of(spec), pid, mine, keep_w, len(spec["ifnames"]))
+        return cls(key_of(spec), zygote, ticket, mine, keep_w, len(spec["ifnames"]))
 
     def finish(self) -> Made:
         """Wait for the namespace (or the reason it could not be made)."""
         try:
+            pid = self.zygote.pid(self.ticket)
             reply, fds = protocol.recv(self.sock)
         except EOFError:
             reply, fds = {"ok": False, "step": "init", "errno": errno.ECHILD, "arg": "died"}, []
+        except BaseException:
+            os.close(self.keeper)
+            raise
         finally:
             self.sock.close()
         if not reply["ok"]:
             os.close(self.keeper)
-            os.waitpid(self.pid, 0)
+            os.waitpid(pid, 0)
             raise child_error(reply)
         n = self.ntaps
-        return Made(self.pid, os.pidfd_open(self.pid), self.keeper, fds[:n], fds[n],
+        return Made(pid, os.pidfd_open(pid), self.keeper, fds[:n], fds[n],
                     fds[n + 1:], reply["nsnames"], reply["indexes"])
 
 

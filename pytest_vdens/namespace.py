@@ -351,13 +351,17 @@ class Namespace:
 
         Captures are deleted, or moved to the directory `keep_captures` as
         IFNAME.pcap: the kept files' paths are returned. With wait=False it
-        returns once everything inside is killed, not when it is gone.
+        returns at once: the helper kills everything inside before it serves
+        this process's next request, and reaps it later.
         """
         if self.closed:
             return {}
         self.closed = True
         try:
             if self._helper.owner == os.getpid():
+                if keep_captures is None and not wait:
+                    self._helper.post("close", id=self.id, wait=False)
+                    return {}
                 keep = None if keep_captures is None else os.path.abspath(keep_captures)
                 reply, _ = self._helper.request("close", id=self.id, keep=keep, wait=wait)
                 return dict(reply["kept"])

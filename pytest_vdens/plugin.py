@@ -390,7 +390,7 @@ def _run_marked(item: pytest.Item, nextitem: pytest.Item | None,
             if isinstance(thing, Namespace):
                 _close(item, thing)
             else:
-                thing.close()
+                thing.close(wait=False)
         if _ACTIVE in item.stash:
             del item.stash[_ACTIVE]
     # the item's wider fixtures and collectors are ours to tear down
@@ -425,8 +425,11 @@ def vdens_switch(request: pytest.FixtureRequest) -> Iterator[str]:
     if url:
         yield url
         return
-    with state.guard(Switch) as switch:
+    switch = state.guard(Switch)
+    try:
         yield switch.url
+    finally:
+        switch.close(wait=False)
 
 
 @pytest.fixture
@@ -483,7 +486,7 @@ def make_vdens_net(request: pytest.FixtureRequest) -> Iterator[Callable[..., Swi
 
     yield make
     for net in reversed(made):
-        net.close()
+        net.close(wait=False)
 
 
 @pytest.fixture

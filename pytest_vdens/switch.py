@@ -35,11 +35,19 @@ class Switch:
         impairment.commands(params)
         self._helper.request("switch_impair", id=self.id, params=params)
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """Unplug its hosts (they see no carrier) and remove its directory.
+
+        With wait=False it returns at once: the helper does it before it
+        serves this process's next request.
+        """
         if not self.closed:
             self.closed = True
             if self._helper.owner == os.getpid() and self._helper.alive:
-                self._helper.request("switch_close", id=self.id)
+                if wait:
+                    self._helper.request("switch_close", id=self.id)
+                else:
+                    self._helper.post("switch_close", id=self.id)
 
     def __enter__(self) -> Switch:
         return self

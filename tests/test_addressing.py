@@ -44,6 +44,17 @@ def test_each_interface_of_a_two_network_host_gets_its_own_subnet() -> None:
         assert v4[0].rsplit(".", 1)[0] != v4[1].rsplit(".", 1)[0]
 
 
+def test_switches_made_after_others_closed_still_get_subnets_of_their_own() -> None:
+    # the helper forgets a closed switch's network: that must not hand its subnet out twice
+    with Switch() as kept:
+        for _ in range(3):
+            Switch().close()
+        with Switch() as new, Namespace([kept.url], addr="auto") as a, \
+                Namespace([new.url], addr="auto") as b:
+            assert a.ip().rsplit(".", 1)[0] != b.ip().rsplit(".", 1)[0]
+            assert a.ip(version=6).split("::")[0] != b.ip(version=6).split("::")[0]
+
+
 @pytest.mark.parametrize("addr, words", [
     ("10.0.0.300/24", ["10.0.0.300/24", "CIDR"]),
     ("10.0.0.1", ["no prefix length"]),

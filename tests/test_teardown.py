@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 
-from pytest_vdens import Namespace, close_all
+from pytest_vdens import Namespace, Switch, close_all
 from pytest_vdens.client import helper
 
 from .conftest import alive, configure, holders_of, processes_in, wait_until
@@ -112,7 +112,11 @@ LOSE_PARENT = textwrap.dedent("""
     from pytest_vdens.client import helper
     a, b = Namespace(), Namespace(["slirp://"])
     daemon = a.popen(["sh", "-c", "sleep 1000 & wait"])
-    print(helper().pid, helper().tmpdir, a.init_pid, b.init_pid, daemon.pid, flush=True)
+    h = helper().pid
+    with open(f"/proc/{{h}}/task/{{h}}/children") as f:
+        kids = f.read().split()
+    zygote = [k for k in kids if open(f"/proc/{{k}}/comm").read().strip() == "vdens-zygote"]
+    print(h, helper().tmpdir, a.init_pid, b.init_pid, daemon.pid, *zygote, flush=True)
     {ending}
 """)
 
@@ -128,12 +132,50 @@ def run_and_lose(ending: str) -> list[str]:
 
 def check_all_gone(fields: list[str]) -> None:
     helper_pid, tmpdir, *pids = fields
+    assert len(pids) == 4, fields  # two inits, a daemon inside, the zygote
     assert os.path.isdir(tmpdir) is False or wait_until(lambda: not os.path.exists(tmpdir), 2)
     for pid in [int(helper_pid), *map(int, pids)]:
         assert wait_until(lambda p=pid: not alive(p), 2), f"pid {pid} survived"
     assert not os.path.exists(tmpdir)
     leftovers = subprocess.run(["pgrep", "-f", f"switch://{tmpdir}"], capture_output=True, text=True)
     assert leftovers.stdout == ""
+
+
+def test_inits_are_the_helpers_children_made_by_its_zygote() -> None:
+    # the zygote clones them (a small process, not the helper), as the helper's children
+    with Namespace() as a, Namespace() as b:
+        h = helper().pid
+        for ns in (a, b):
+            with open(f"/proc/{ns.init_pid}/stat") as f:
+                assert int(f.read().rsplit(")", 1)[1].split()[1]) == h
+            with open(f"/proc/{ns.init_pid}/comm") as f:
+                assert f.read().strip() == "vdens-init"
+        with open(f"/proc/{h}/task/{h}/children") as f:
+            kids = f.read().split()
+        names = []
+        for k in kids:
+            with open(f"/proc/{k}/comm") as f:
+                names.append(f.read().strip())
+        # the others: inits, some made ahead for the next namespaces
+        assert sorted(set(names)) == ["vdens-init", "vdens-zygote"], names
+        assert names.count("vdens-zygote") == 1, names
+        assert os.readlink(f"/proc/{a.init_pid}/ns/net") != os.readlink(f"/proc/{b.init_pid}/ns/net")
+
+
+def test_closes_not_waited_for_are_done_before_the_next_request() -> None:
+    # far more than the socket holds unread replies: the client must not deadlock the helper
+    spaces = [Namespace() for _ in range(100)]
+    switches = [Switch() for _ in range(2000)]
+    inits = [ns.init_pid for ns in spaces]
+    for ns in spaces:
+        ns.close(wait=False)
+    for sw in switches:
+        sw.close(wait=False)
+    helper().request("settle")
+    assert [pid for pid in inits if alive(pid)] == []
+    assert [sw.url for sw in switches if os.path.exists(sw.url[len("vde://"):])] == []
+    with Namespace() as ns:
+        assert ns.run(["true"]).returncode == 0
 
 
 def test_the_helper_and_everything_it_made_die_with_a_killed_parent() -> None:
