@@ -9,7 +9,6 @@ one process can create, and a dead helper's leases are taken over.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import os
 import stat
@@ -73,6 +72,8 @@ class Network:
 
     def __init__(self, url: str, index: int, shared: bool) -> None:
         if shared:
+            import hashlib  # here: loading OpenSSL is a tenth of the helper's start-up
+
             h = hashlib.sha256(url.encode()).digest()
             self.v4 = ipaddress.IPv4Network(f"172.{16 + h[0] % 16}.{h[1]}.0/24")
             self.v6 = ipaddress.IPv6Network(f"fd{h[2]:02x}:{h[3]:02x}{h[4]:02x}:{h[5]:02x}{h[6]:02x}::/64")

@@ -52,7 +52,8 @@ class HelperClient:
     def _exchange(self, msg: dict[str, Any] | None,
                   reply: bool = True) -> tuple[dict[str, Any], list[int]]:
         try:
-            if len(self.posted) >= 16:  # unread replies fill the socket: the helper would block
+            # the helper's send blocks past net.unix.max_dgram_qlen (10) unread replies
+            if len(self.posted) >= 8:
                 self._read_posted()
             if msg is not None:
                 protocol.send(self.sock, msg)

@@ -7,9 +7,12 @@ import ctypes.util
 import errno
 import os
 import signal
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import NetworkError, Unavailable
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 # VDE_ETHBUFSIZE in libvdeplug.h: the largest frame a VDE network carries.
 ETHBUFSIZE = 9216 + 14 + 4
@@ -54,6 +57,13 @@ def scheme(url: str) -> str:
 
 
 def plugin_dirs(env: bool = True) -> list[Path]:
+    """Where libvdeplug looks for libvdeplug_<scheme>.so, in its order (see _plugin_dirs)."""
+    from pathlib import Path  # not at import: the helper does without
+
+    return [Path(d) for d in _plugin_dirs(env)]
+
+
+def _plugin_dirs(env: bool = True) -> list[str]:
     """Where libvdeplug looks for libvdeplug_<scheme>.so, in its order.
 
     A set VDEPLUGIN_PATH, even empty, is the only place it looks (env=False:
@@ -63,18 +73,19 @@ def plugin_dirs(env: bool = True) -> list[Path]:
     items = os.environ.get("VDEPLUGIN_PATH") if env else None
     if items is not None:
         parts = items.split(":")  # libvdeplug reads "" as "/" and ignores a trailing ":"
-        return [Path(d or "/") for d in (parts[:-1] if parts[-1] == "" else parts)]
-    dirs: list[Path] = []
+        return [d or "/" for d in (parts[:-1] if parts[-1] == "" else parts)]
+    dirs: list[str] = []
     with open("/proc/self/maps") as maps:
         loaded = {line.split()[-1] for line in maps if "/libvdeplug.so" in line}
     for path in sorted(loaded):
-        dirs += [Path(path).parent / "vdeplug", Path(path).parent]
-    return dirs + [Path("/usr/local/lib/vdeplug"), Path("/usr/lib/vdeplug")]
+        parent = os.path.dirname(path)
+        dirs += [os.path.join(parent, "vdeplug"), parent]
+    return dirs + ["/usr/local/lib/vdeplug", "/usr/lib/vdeplug"]
 
 
 def plugin_available(name: str) -> bool:
     """Whether libvdeplug_<name>.so is installed where libvdeplug looks."""
-    return any((d / f"libvdeplug_{name}.so").exists() for d in plugin_dirs())
+    return any(os.path.exists(os.path.join(d, f"libvdeplug_{name}.so")) for d in _plugin_dirs())
 
 
 def is_no_network(url: str) -> bool:
@@ -120,10 +131,10 @@ def _keep_loaded(name: str) -> None:
     """Hold a plugin loaded: libvdeplug loads it at each open and unloads it at each
     close, which cost a tenth of a millisecond of a switch's life in mmap and munmap."""
     if name not in _kept:
-        path = next((d / f"libvdeplug_{name}.so" for d in plugin_dirs()
-                     if (d / f"libvdeplug_{name}.so").exists()), None)
+        path = next((p for d in _plugin_dirs()
+                     if os.path.exists(p := os.path.join(d, f"libvdeplug_{name}.so"))), None)
         try:
-            _kept[name] = ctypes.CDLL(str(path)) if path else None
+            _kept[name] = ctypes.CDLL(path) if path else None
         except OSError:
             _kept[name] = None
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import importlib.util
 import json
 import os
 import select
@@ -23,6 +22,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.machinery import EXTENSION_SUFFIXES
 from typing import Any
 
 from . import kernel, protocol, resolver
@@ -32,27 +32,39 @@ Spec = dict[str, Any]  # ifnames, mnt, resolver, resolvconf
 
 # A bare interpreter (no site, no package import) that loads the extension and
 # enters its C loop: what it clones is a few MB, not the helper's 20.
-_ZYGOTE = """import importlib.util, sys
-spec = importlib.util.spec_from_file_location("pytest_vdens._zygote", sys.argv[1])
-mod = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(mod)
+_ZYGOTE = """import sys
+from importlib.machinery import ExtensionFileLoader, ModuleSpec
+loader = ExtensionFileLoader("pytest_vdens._zygote", sys.argv[1])
+mod = loader.create_module(ModuleSpec(loader.name, loader, origin=sys.argv[1]))
 mod.serve(int(sys.argv[2]))
 """
+
+
+def _extension() -> str | None:
+    """The built _zygote extension: beside this file, where pip (even -e) puts it."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for suffix in EXTENSION_SUFFIXES:
+        if os.path.exists(path := os.path.join(here, "_zygote" + suffix)):
+            return path
+    import importlib.util  # an install that keeps it elsewhere
+
+    found = importlib.util.find_spec("pytest_vdens._zygote")
+    return found.origin if found is not None else None
 
 
 class Zygote:
     """The helper's zygote process, and the requests that make it clone."""
 
     def __init__(self) -> None:
-        found = importlib.util.find_spec("pytest_vdens._zygote")
-        if found is None or not found.origin:
+        path = _extension()
+        if path is None:
             raise HelperError("pytest_vdens._zygote is not built: reinstall pytest-vdens "
                               "(pip install needs gcc and the Python headers: "
                               "`apt install gcc python3-dev`)")
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with theirs:
             self.proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _ZYGOTE, found.origin, str(theirs.fileno())],
+                [sys.executable, "-I", "-S", "-c", _ZYGOTE, path, str(theirs.fileno())],
                 pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
         self.sock = mine
         self.waiting: list[list[int]] = []  # tickets whose answer is unread
