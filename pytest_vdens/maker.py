@@ -233,6 +233,13 @@ class Pool:
         self.depth: dict[str, int] = {}
         self.kinds: list[str] = []  # most recently asked last
 
+    def live_zygote(self) -> Zygote:
+        """The zygote, started again if it died (someone killed it): the helper goes on."""
+        if self.zygote.proc.poll() is not None:
+            self.zygote.close()
+            self.zygote = Zygote()
+        return self.zygote
+
     def take(self, spec: Spec) -> Made:
         """A namespace of this kind: made ahead if one is ready, else now."""
         key = key_of(spec)
@@ -241,7 +248,7 @@ class Pool:
             return self.ready[key].pop(0)
         if not self.making.get(key):
             self.depth[key] = min(2 * self.depth.get(key, 1), self.MAX_DEPTH)
-            self.making[key] = [Maker.start(self.zygote, spec)]
+            self.making[key] = [Maker.start(self.live_zygote(), spec)]
             self.fill(spec)
         maker = self.making[key].pop(0)
         self.unwatch(maker.sock.fileno())
@@ -264,7 +271,7 @@ class Pool:
         key = key_of(spec)
         making = self.making.setdefault(key, [])
         while len(self.ready.get(key, ())) + len(making) < self.depth.get(key, 1):
-            maker = Maker.start(self.zygote, spec)
+            maker = Maker.start(self.live_zygote(), spec)
             making.append(maker)
             self.watch(maker.sock.fileno(), functools.partial(self.on_made, maker))
 

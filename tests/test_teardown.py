@@ -162,6 +162,28 @@ def test_inits_are_the_helpers_children_made_by_its_zygote() -> None:
         assert os.readlink(f"/proc/{a.init_pid}/ns/net") != os.readlink(f"/proc/{b.init_pid}/ns/net")
 
 
+def _zygote() -> int:
+    h = helper().pid
+    with open(f"/proc/{h}/task/{h}/children") as f:
+        for kid in f.read().split():
+            with open(f"/proc/{kid}/comm") as comm:
+                if comm.read().strip() == "vdens-zygote":
+                    return int(kid)
+    raise AssertionError("the helper has no zygote")
+
+
+def test_a_killed_zygote_is_replaced_and_the_helper_goes_on() -> None:
+    with Namespace() as before:
+        helper().request("drain")  # nothing made ahead: the next namespace needs the zygote
+        old = _zygote()
+        os.kill(old, signal.SIGKILL)
+        assert wait_until(lambda: not alive(old))
+        with Namespace() as after:
+            assert after.run(["true"]).returncode == 0
+            assert before.run(["true"]).returncode == 0
+        assert _zygote() != old
+
+
 def test_closes_not_waited_for_are_done_before_the_next_request() -> None:
     # far more than the socket holds unread replies: the client must not deadlock the helper
     spaces = [Namespace() for _ in range(100)]
