@@ -198,6 +198,18 @@ def _prctl() -> Check:
     return Check("python-prctl", OK, str(getattr(prctl, "__file__", "imported")), why)
 
 
+def _zygote() -> Check:
+    why = "making namespaces: a small C process of the helper's clones them"
+    from .maker import BUILD_FIX, _extension
+
+    path = _extension()
+    if path is None:
+        return Check("namespace zygote", FAIL, "pytest_vdens._zygote is not built", why,
+                     f"{BUILD_FIX} && {sys.executable} -m pip install --force-reinstall --no-deps "
+                     "pytest-vdens")
+    return Check("namespace zygote", OK, path, why)
+
+
 def _vde_plug() -> Check:
     why = ("vdens users, =command (cmd://) peers and standalone switches (`vde_plug "
            "switch:///tmp/sw null://`); optional: the embedded switch is libvdeplug's "
@@ -213,11 +225,12 @@ def checks() -> list[Check]:
     found = [_userns(), _tun(), _libvdeplug()]
     search = _search() if found[-1].status == OK else None
     found += [_plugin(name, search) for name in PLUGINS]
-    return found + [_prctl(), _vde_plug()]
+    return found + [_prctl(), _zygote(), _vde_plug()]
 
 
 def ready(checks: list[Check]) -> bool:
-    """Whether the basics are there: user namespaces, tun, libvdeplug, switch://, prctl."""
+    """Whether the basics are there: user namespaces, tun, libvdeplug, switch://, prctl,
+    the zygote."""
     return all(c.status != FAIL for c in checks)
 
 

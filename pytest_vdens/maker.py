@@ -26,7 +26,7 @@ from importlib.machinery import EXTENSION_SUFFIXES
 from typing import Any
 
 from . import kernel, protocol, resolver
-from .errors import HelperError, TunError, UserNamespaceError, VdensError
+from .errors import HelperError, TunError, Unavailable, UserNamespaceError, VdensError
 
 Spec = dict[str, Any]  # ifnames, mnt, resolver, resolvconf
 
@@ -40,16 +40,17 @@ mod.serve(int(sys.argv[2]))
 """
 
 
+BUILD_FIX = "sudo apt install gcc python3-dev"
+
+
 def _extension() -> str | None:
-    """The built _zygote extension: beside this file, where pip (even -e) puts it."""
+    """The built _zygote extension: beside this file, where pip (even -e) puts it, and
+    never another tree's."""
     here = os.path.dirname(os.path.abspath(__file__))
     for suffix in EXTENSION_SUFFIXES:
         if os.path.exists(path := os.path.join(here, "_zygote" + suffix)):
             return path
-    import importlib.util  # an install that keeps it elsewhere
-
-    found = importlib.util.find_spec("pytest_vdens._zygote")
-    return found.origin if found is not None else None
+    return None
 
 
 class Zygote:
@@ -58,9 +59,8 @@ class Zygote:
     def __init__(self) -> None:
         path = _extension()
         if path is None:
-            raise HelperError("pytest_vdens._zygote is not built: reinstall pytest-vdens "
-                              "(pip install needs gcc and the Python headers: "
-                              "`apt install gcc python3-dev`)")
+            raise Unavailable("pytest_vdens._zygote (C) is not built: reinstall pytest-vdens "
+                              f"with a C compiler and the Python headers ({BUILD_FIX})")
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with theirs:
             self.proc = subprocess.Popen(
