@@ -57,10 +57,12 @@ def test_real_vdens_on_an_external_vde_switch_reaches_a_namespace(vde_switch: st
     with Namespace([vde_switch]) as ns:
         configure(ns, "10.1.0.1/24")
         start_echo_server(ns, "10.1.0.1", 7000)
-        # vdens 0.2 loses the exit status, so the peer prints its result
+        # vdens 0.2 loses the exit status, so the peer prints its result; and it misses
+        # its command's exit while it forwards a frame (the connection's last ones): the
+        # command ends once they are through
         script = ("ip addr add 10.1.0.2/24 dev vde0 && ip link set vde0 up && "
                   f"{sys.executable} -c \"import socket; s=socket.create_connection(('10.1.0.1',7000),10);"
-                  "s.sendall(b'from-vdens'); print('got', s.recv(100).decode())\"")
+                  "s.sendall(b'from-vdens'); print('got', s.recv(100).decode())\"; sleep 0.3")
         out = subprocess.run(["vdens", vde_switch, "sh", "-c", script],
                              capture_output=True, text=True, timeout=60)
         assert "got from-vdens" in out.stdout, out.stdout + out.stderr
