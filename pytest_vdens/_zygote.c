@@ -36,10 +36,8 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #define MAX_IFACES 245 /* protocol.MAX_FDS - 8 */
@@ -316,6 +314,7 @@ static void answer(int fd, long value) {
 }
 
 static PyObject *serve(PyObject *self, PyObject *args) {
+    (void)self;
     int fd;
     if (!PyArg_ParseTuple(args, "i", &fd))
         return NULL;
@@ -352,7 +351,12 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_zygote",
-                                    "The namespace zygote (see _zygote.c).", -1, methods};
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_zygote",
+    .m_doc = "The namespace zygote (see _zygote.c).",
+    .m_size = -1,
+    .m_methods = methods,
+};
 
 PyMODINIT_FUNC PyInit__zygote(void) { return PyModule_Create(&module); }

@@ -41,7 +41,6 @@ class Capture:
         self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         os.write(self.fd, _GLOBAL)
         self.size = len(_GLOBAL)
-        self.pending = bytearray()
 
     def write(self, frame: memoryview) -> None:
         n = len(frame)
@@ -57,9 +56,7 @@ class Capture:
         if self.closed or not (self.pending or make and self.fd < 0):
             return
         if self.fd < 0:
-            pending = self.pending
             self._start()
-            self.pending = pending
         try:
             os.write(self.fd, self.pending)
             self.size += len(self.pending)

@@ -78,8 +78,8 @@ def _parser() -> _Parser:
                    help="file to show as /etc/resolv.conf inside (ignored with -R)")
     p.add_argument("-s", "--sysadm", action="store_true",
                    help="also grant CAP_SYS_ADMIN (with a private mount namespace)")
-    # vdens chooses between clone(2) and unshare(2); the engine always forks a
-    # child that unshares, so both are accepted and mean the same.
+    # vdens chooses between clone(2) and unshare(2); the engine's zygote always
+    # clones, so both are accepted and mean the same.
     p.add_argument("-c", "--clone", action="store_true", help="accepted for vdens compatibility")
     p.add_argument("-u", "--unshare", action="store_true", help="accepted for vdens compatibility")
     p.add_argument("--drop-caps", action="store_true",

@@ -34,6 +34,7 @@ class HelperClient:
         self.lock = threading.Lock()
         self.posted: list[str] = []  # ops of requests sent without waiting, replies unread
         self.failed: list[str] = []
+        self.alarm = -1  # readable once a network of any namespace has gone away
         self.owner = os.getpid()
         hello, fds = self._exchange(None)
         if not hello["ok"]:  # it could not start: e.g. no libvdeplug
@@ -41,7 +42,7 @@ class HelperClient:
             raise by_name(hello["error"])(hello["message"])
         self.pid: int = hello["pid"]
         self.tmpdir: str = hello["tmpdir"]
-        self.alarm = fds[0]  # readable once a network of any namespace has gone away
+        self.alarm = fds[0]
 
     def networks_failed(self) -> bool:
         """Whether any namespace's network has gone away: until then, no need to ask."""
@@ -114,7 +115,7 @@ class HelperClient:
     def close(self) -> None:
         """Stop the helper: it closes every namespace and removes its files."""
         self.sock.close()
-        if getattr(self, "alarm", -1) >= 0:
+        if self.alarm >= 0:
             os.close(self.alarm)
             self.alarm = -1
         try:

@@ -447,8 +447,7 @@ class Helper:
 
     def make_spare(self) -> None:
         if self.spare is None:
-            self.spare = LocalSwitch(os.path.join(self.tmpdir, f"sw{self.next_id}"))
-            self.next_id += 1
+            self.spare = self.fresh_switch()
 
     def op_switch_impair(self, req: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
         """Change the impairment of every host link on an embedded switch."""
@@ -469,12 +468,16 @@ class Helper:
 
     def new_switch(self) -> LocalSwitch:
         """A switch of our own: the one made ahead if there is one."""
-        sw, self.spare = self.spare, None
-        if sw is None:
-            sw = LocalSwitch(os.path.join(self.tmpdir, f"sw{self.next_id}"))
+        sw, self.spare = self.spare or self.fresh_switch(), None
         fd = sw.conn.datafd
         self.watch(fd, lambda ev: self.fwd.switch_to_taps(sw))
         self.switches[self.next_id] = sw
+        self.next_id += 1
+        return sw
+
+    def fresh_switch(self) -> LocalSwitch:
+        """A libvdeplug switch in a directory of its own, not yet one of ours."""
+        sw = LocalSwitch(os.path.join(self.tmpdir, f"sw{self.next_id}"))
         self.next_id += 1
         return sw
 

@@ -10,7 +10,7 @@ import signal
 import struct
 from collections.abc import Callable
 
-from .errors import InterfaceNameError, UserNamespaceError
+from .errors import InterfaceNameError
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
@@ -24,7 +24,6 @@ TUN_PATH = "/dev/net/tun"
 _TUNSETCARRIER = 0x400454E2
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_libc.unshare.argtypes = [ctypes.c_int]
 _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 
 
@@ -77,14 +76,12 @@ def _raw_clone(flags: int) -> int:
     pid = int(_pylibc.syscall(*(ctypes.c_long(a) for a in [_SYS_CLONE[machine], *args])))
     if pid < 0:
         e = ctypes.get_errno()
-        if flags & CLONE_NEWUSER and e in (errno.EPERM, errno.ENOSPC, errno.EACCES, errno.EUSERS):
-            raise UserNamespaceError(userns_hint(e))
         raise OSError(e, f"clone: {os.strerror(e)}")
     return pid
 
 
-def fork_beside(prepare: Callable[[], None], flags: int = 0) -> tuple[int, int]:
-    """A child of ours, cloned (with `flags`) by a forked intermediate after prepare().
+def fork_beside(prepare: Callable[[], None]) -> tuple[int, int]:
+    """A child of ours, cloned by a forked intermediate after prepare().
 
     (0, 0) in the child; in the caller, its pid and the intermediate's, which
     exits at once and is the caller's to reap. The intermediate is a plain
@@ -99,7 +96,7 @@ def fork_beside(prepare: Callable[[], None], flags: int = 0) -> tuple[int, int]:
         os.close(r)
         try:
             prepare()
-            pid = _raw_clone(flags | _CLONE_PARENT)
+            pid = _raw_clone(_CLONE_PARENT)
             if pid == 0:
                 os.close(w)
                 return 0, 0
@@ -117,8 +114,6 @@ def fork_beside(prepare: Callable[[], None], flags: int = 0) -> tuple[int, int]:
     os.waitpid(mid, 0)
     kind, _, rest = answer.partition(":")
     err, _, message = rest.partition(":")
-    if kind == "UserNamespaceError":
-        raise UserNamespaceError(userns_hint(int(err)))
     raise OSError(int(err or 0), f"clone: {kind}: {message}" if answer else "clone: no answer")
 
 

@@ -83,9 +83,15 @@ def _plugin_dirs(env: bool = True) -> list[str]:
     return dirs + ["/usr/local/lib/vdeplug", "/usr/lib/vdeplug"]
 
 
+def _plugin_path(name: str) -> str | None:
+    """The libvdeplug_<name>.so that libvdeplug would load, if any."""
+    return next((p for d in _plugin_dirs()
+                 if os.path.exists(p := os.path.join(d, f"libvdeplug_{name}.so"))), None)
+
+
 def plugin_available(name: str) -> bool:
     """Whether libvdeplug_<name>.so is installed where libvdeplug looks."""
-    return any(os.path.exists(os.path.join(d, f"libvdeplug_{name}.so")) for d in _plugin_dirs())
+    return _plugin_path(name) is not None
 
 
 def is_no_network(url: str) -> bool:
@@ -131,8 +137,7 @@ def _keep_loaded(name: str) -> None:
     """Hold a plugin loaded: libvdeplug loads it at each open and unloads it at each
     close, which cost a tenth of a millisecond of a switch's life in mmap and munmap."""
     if name not in _kept:
-        path = next((p for d in _plugin_dirs()
-                     if os.path.exists(p := os.path.join(d, f"libvdeplug_{name}.so"))), None)
+        path = _plugin_path(name)
         try:
             _kept[name] = ctypes.CDLL(path) if path else None
         except OSError:
