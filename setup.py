@@ -1,6 +1,7 @@
-"""Only the C part; everything else is in pyproject.toml."""
+"""Only the C parts; everything else is in pyproject.toml."""
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("pytest_vdens._zygote", ["pytest_vdens/_zygote.c"],
-                             extra_compile_args=["-O2", "-Wall", "-Wextra"])])
+FLAGS = ["-O2", "-Wall", "-Wextra"]
+setup(ext_modules=[Extension("pytest_vdens._zygote", ["pytest_vdens/_zygote.c"], extra_compile_args=FLAGS),
+                   Extension("pytest_vdens._fork", ["pytest_vdens/_fork.c"], extra_compile_args=FLAGS)])

@@ -28,7 +28,7 @@ def _last_cap() -> int:
         return int(max(prctl.ALL_CAPS))
 
 
-_LAST_CAP = _last_cap()
+LAST_CAP = _last_cap()
 
 
 def names() -> list[str]:
@@ -71,7 +71,7 @@ def confine(caps: tuple[str, ...]) -> None:
     an exec'd non-root uid gets.
     """
     keep = {number(c) for c in caps}
-    for cap in range(_LAST_CAP + 1):
+    for cap in range(LAST_CAP + 1):
         if cap not in keep:
             _libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0)
     prctl.set_caps((sorted(keep), prctl.CAP_INHERITABLE, True))
@@ -85,7 +85,7 @@ def confine(caps: tuple[str, ...]) -> None:
 def lower(caps: tuple[str, ...]) -> None:
     """Keep only `caps` (a subset of what we hold) in this process and what it execs."""
     keep = {number(c) for c in caps}
-    for cap in range(_LAST_CAP + 1):
+    for cap in range(LAST_CAP + 1):
         if cap not in keep:
             _libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_LOWER, cap, 0, 0)
             _libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0)  # only while we hold SETPCAP

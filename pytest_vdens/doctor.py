@@ -198,16 +198,17 @@ def _prctl() -> Check:
     return Check("python-prctl", OK, str(getattr(prctl, "__file__", "imported")), why)
 
 
-def _zygote() -> Check:
-    why = "making namespaces: a small C process of the helper's clones them"
-    from .maker import BUILD_FIX, _extension
+def _extensions() -> Check:
+    why = "making namespaces (the helper's zygote) and forking into them (marked tests)"
+    from .kernel import BUILD_FIX, extension
 
-    path = _extension()
-    if path is None:
-        return Check("namespace zygote", FAIL, "pytest_vdens._zygote is not built", why,
+    found = {name: extension(name) for name in ("_zygote", "_fork")}
+    missing = [f"pytest_vdens.{name}" for name, path in found.items() if path is None]
+    if missing:
+        return Check("C extensions", FAIL, f"not built: {', '.join(missing)}", why,
                      f"{BUILD_FIX} && {sys.executable} -m pip install --force-reinstall --no-deps "
                      "pytest-vdens")
-    return Check("namespace zygote", OK, path, why)
+    return Check("C extensions", OK, ", ".join(str(p) for p in found.values()), why)
 
 
 def _vde_plug() -> Check:
@@ -225,12 +226,12 @@ def checks() -> list[Check]:
     found = [_userns(), _tun(), _libvdeplug()]
     search = _search() if found[-1].status == OK else None
     found += [_plugin(name, search) for name in PLUGINS]
-    return found + [_prctl(), _zygote(), _vde_plug()]
+    return found + [_prctl(), _extensions(), _vde_plug()]
 
 
 def ready(checks: list[Check]) -> bool:
     """Whether the basics are there: user namespaces, tun, libvdeplug, switch://, prctl,
-    the zygote."""
+    the C extensions."""
     return all(c.status != FAIL for c in checks)
 
 

@@ -13,6 +13,7 @@ import faulthandler
 import gc
 import os
 import pickle
+import resource
 import select
 import signal
 import struct
@@ -26,8 +27,7 @@ from typing import Any
 import pytest
 from _pytest.runner import CallInfo, call_and_report
 
-from . import client, kernel
-from ._prctl import prctl
+from . import client
 from .errors import CallCrashed, VdensError
 from .namespace import Namespace, describe_status
 
@@ -79,10 +79,11 @@ def run(item: pytest.Item, nextitem: pytest.Item | None, ns: Namespace,
     # A helper the test starts inside (make_vdens_ns in a marked test) keeps its
     # files in ours: if pytest is killed, ours removes them with its own.
     scratch = client.helper().tmpdir
+    reap()
     try:
         gc.freeze()  # the child's collections leave our objects alone: fewer pages copied
         try:
-            pid, mid = _fork_inside(ns)
+            pid = _fork_inside(ns)
         except BaseException:
             gc.unfreeze()
             os.close(w)
@@ -101,8 +102,8 @@ def run(item: pytest.Item, nextitem: pytest.Item | None, ns: Namespace,
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
             raise
-        finally:
-            os.waitpid(mid, 0)
+        if status is None:  # it said it was done, and is exiting
+            _exiting.append(pid)
         stacks = os.pread(dump, 1 << 20, 0).decode(errors="replace")
     finally:
         os.close(r)
@@ -122,35 +123,31 @@ def run(item: pytest.Item, nextitem: pytest.Item | None, ns: Namespace,
                    f"stopped inside its namespace, during {when}")
             reports.append(_failure(item, when, how + (f"\n{stacks}" if stacks else "")))
         else:
-            reports.append(_failure(item, when, f"the test process {describe_status(status)} "
-                                                f"inside its namespace, during {when}"))
+            how = "ended without all its reports" if status is None else describe_status(status)
+            reports.append(_failure(item, when, f"the test process {how} inside its namespace, "
+                                                f"during {when}"))
     return reports
 
 
-def _fork_inside(ns: Namespace) -> tuple[int, int]:
-    """Fork the test's process into `ns`, as our own child: (its pid, or 0 in it; a pid to reap).
-
-    Joining a PID namespace only applies to children: an intermediate joins and
-    forks the test's process for us, then exits at once. So we wait for and
-    signal the test's process itself, and nothing stands in for it.
-    """
+def _fork_inside(ns: Namespace) -> int:
+    """Fork the test's process into `ns`, as our own child: its pid, or 0 in it."""
     try:
-        pid, mid = kernel.fork_beside(lambda: ns._join(ns.caps))
+        return ns.fork()
     except OSError as e:
         raise CallCrashed(f"could not enter {ns!r} to run the test: {e}") from None
-    if pid == 0:  # pragma: no cover - the test's process
-        prctl.set_pdeathsig(signal.SIGKILL)
-    return pid, mid
 
 
-def _collect(pid: int, r: int, deadline: float | None) -> tuple[bytes, int, bool]:
-    """What the child sends until it exits, its wait status, and whether it overran.
+def _collect(pid: int, r: int, deadline: float | None) -> tuple[bytes, int | None, bool]:
+    """What the child sends, its wait status (None if it said it was done), and
+    whether it overran.
 
-    The end is the child's exit, not EOF: a process it left running inside
-    may hold the pipe until the namespace closes.
+    The end is the child's last message, or its exit: not EOF, since a process
+    it left running inside may hold the pipe until the namespace closes. Its
+    exit (unmapping a copy of pytest) is not waited for after its last message.
     """
     pidfd = os.pidfd_open(pid)
     data = bytearray()
+    pos = 0  # where the first message not yet seen whole starts
     overran = False
     try:
         poller = select.poll()  # not select(): fds may be past 1024
@@ -168,6 +165,10 @@ def _collect(pid: int, r: int, deadline: float | None) -> tuple[bytes, int, bool
                 data += chunk
                 if not chunk:
                     poller.unregister(r)
+                while pos + 4 <= len(data) and pos + 4 + (size := _size(data, pos)) <= len(data):
+                    if size == 0:
+                        return bytes(data), None, overran
+                    pos += 4 + size
             else:
                 os.set_blocking(r, False)
                 try:
@@ -178,6 +179,23 @@ def _collect(pid: int, r: int, deadline: float | None) -> tuple[bytes, int, bool
                 return bytes(data), os.waitpid(pid, 0)[1], overran
     finally:
         os.close(pidfd)
+
+
+#: The children that said they were done, reaped once they are gone. Before that
+#: their namespace's init cannot finish exiting (the kernel waits for every
+#: process of a PID namespace to be reaped), so whoever waits for one reaps first.
+_exiting: list[int] = []
+
+
+def reap(block: bool = False) -> None:
+    """Reap the children that ran a test and said they were done (block: all)."""
+    for pid in list(_exiting):
+        try:
+            done = os.waitpid(pid, 0 if block else os.WNOHANG)[0]
+        except ChildProcessError:  # reaped by someone else
+            done = pid
+        if done:
+            _exiting.remove(pid)
 
 
 def _failure(item: pytest.Item, when: str, message: str) -> pytest.TestReport:
@@ -251,28 +269,28 @@ def _child(item: pytest.Item, w: int, timeout: Timeout | None, dump: int) -> Non
     _child_state = _Child(dump)
     config = item.config
     code = 0
+    pipe = os.fdopen(w, "wb")  # never closed: its end is our last message
     try:
-        with os.fdopen(w, "wb") as pipe:
-            def send(kind: str, payload: Any) -> None:
-                data = pickle.dumps((kind, payload))
-                pipe.write(struct.pack("!I", len(data)) + data)
-                pipe.flush()
+        def send(kind: str, payload: Any) -> None:
+            data = pickle.dumps((kind, payload))
+            pipe.write(struct.pack("!I", len(data)) + data)
+            pipe.flush()
 
-            def phase(when: Any, **kw: Any) -> pytest.TestReport:
-                rep = call_and_report(item, when, log=False, **kw)
-                send("report", config.hook.pytest_report_to_serializable(config=config, report=rep))
-                return rep
+        def phase(when: Any, **kw: Any) -> pytest.TestReport:
+            rep = call_and_report(item, when, log=False, **kw)
+            send("report", config.hook.pytest_report_to_serializable(config=config, report=rep))
+            return rep
 
-            if timeout is not None:
-                arm_timeout(*timeout)
-            with warnings.catch_warnings(record=True) as caught:
-                if phase("setup").passed:
-                    phase("call")
-                # only the item: its collectors belong to the parent
-                phase("teardown", nextitem=item.parent)
-            disarm_timeout()
-            for warning in caught:
-                send("warning", _portable(warning))
+        if timeout is not None:
+            arm_timeout(*timeout)
+        with warnings.catch_warnings(record=True) as caught:
+            if phase("setup").passed:
+                phase("call")
+            # only the item: its collectors belong to the parent
+            phase("teardown", nextitem=item.parent)
+        disarm_timeout()
+        for warning in caught:
+            send("warning", _portable(warning))
     except BaseException:
         code = 70
     finally:
@@ -284,6 +302,12 @@ def _child(item: pytest.Item, w: int, timeout: Timeout | None, dump: int) -> Non
             client.shutdown()
         except (VdensError, OSError):
             pass
+        if code == 0:
+            # Done: our sockets closed (a session namespace's next test may bind
+            # the same ports), the parent goes on while we unmap our memory.
+            os.closerange(0, w)
+            os.closerange(w + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+            os.write(w, struct.pack("!I", 0))
         os._exit(code)
 
 
@@ -301,10 +325,14 @@ def _reissue(payload: tuple[Any, ...]) -> None:
     warnings.warn_explicit(message, category, filename, lineno)
 
 
+def _size(data: bytes | bytearray, pos: int) -> int:
+    size: int = struct.unpack_from("!I", data, pos)[0]
+    return size
+
+
 def _messages(data: bytes) -> Iterator[tuple[str, Any]]:
     pos = 0
-    while pos + 4 <= len(data):
-        size = struct.unpack("!I", data[pos:pos + 4])[0]
+    while pos + 4 <= len(data) and (size := _size(data, pos)):  # 0: the child's last
         chunk = data[pos + 4:pos + 4 + size]
         pos += 4 + size
         if len(chunk) < size:  # cut short by a crash

@@ -6,17 +6,15 @@ import ctypes
 import errno
 import fcntl
 import os
-import signal
 import struct
-from collections.abc import Callable
+from importlib.machinery import EXTENSION_SUFFIXES
 
-from .errors import InterfaceNameError
+from .errors import InterfaceNameError, Unavailable
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
-_CLONE_PARENT = 0x00008000
 
 IFNAMSIZ = 16
 _BAD_IFNAME_BYTES = frozenset(b"/: \t\n\v\f\r\x7f\xa0")
@@ -62,59 +60,64 @@ def userns_hint(err: int) -> str:
     return msg + " Fix: " + "; ".join(fixes)
 
 
-_SYS_CLONE = {"x86_64": 56, "aarch64": 220, "riscv64": 220, "ppc64le": 120, "i686": 120,
-              "armv7l": 120, "s390x": 120}
-_pylibc = ctypes.PyDLL(None, use_errno=True)  # keeps the GIL: the child must own it
+BUILD_FIX = "sudo apt install gcc python3-dev"
 
 
-def _raw_clone(flags: int) -> int:
-    machine = os.uname().machine
-    args = [flags | signal.SIGCHLD, 0, 0, 0, 0]
-    if machine == "s390x":  # clone(newsp, flags, ...) there
-        args[:2] = args[1::-1]
-    _pylibc.syscall.restype = ctypes.c_long
-    pid = int(_pylibc.syscall(*(ctypes.c_long(a) for a in [_SYS_CLONE[machine], *args])))
-    if pid < 0:
-        e = ctypes.get_errno()
-        raise OSError(e, f"clone: {os.strerror(e)}")
-    return pid
+def extension(name: str) -> str | None:
+    """The path of our C extension `name` (_zygote, _fork): beside this file, where pip
+    (even -e) builds it, and never another tree's."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for suffix in EXTENSION_SUFFIXES:
+        if os.path.exists(path := os.path.join(here, name + suffix)):
+            return path
+    return None
 
 
-def fork_beside(prepare: Callable[[], None]) -> tuple[int, int]:
-    """A child of ours, cloned by a forked intermediate after prepare().
+def unbuilt(name: str) -> Unavailable:
+    return Unavailable(f"pytest_vdens.{name} (C) is not built: reinstall pytest-vdens with a "
+                       f"C compiler and the Python headers ({BUILD_FIX})")
 
-    (0, 0) in the child; in the caller, its pid and the intermediate's, which
-    exits at once and is the caller's to reap. The intermediate is a plain
-    fork, single-threaded whatever threads we have, so it may clone safely,
-    and what prepare() joins (setns) the child is in, PID namespace included,
-    while its parent is us (CLONE_PARENT): nothing has to stand in for it.
-    A failure in the intermediate is raised here.
+
+def fork_into(joins: list[tuple[int, int]], cwd: str | None, keep: list[int], last_cap: int) -> int:
+    """os.fork(), the child joining `joins` [(ns fd, CLONE_NEW*)] in order first.
+
+    The child is ours, in every namespace joined (a PID one included), back in
+    `cwd` if given, and holds only the capabilities `keep` (numbers up to
+    `last_cap`); it dies with us. The
+    joining happens in C between the calls (_fork.c), so a refusal is raised
+    here, as OSError. With threads, a plain fork first makes a single-threaded
+    copy to do it from, which costs a second copy of this process.
     """
+    try:
+        from . import _fork  # C, built by setup.py
+    except ImportError:
+        raise unbuilt("_fork") from None
+
+    if len(os.listdir("/proc/self/task")) == 1:
+        pid: int = _fork.fork_into(joins, cwd, keep, last_cap)
+        return pid
     r, w = os.pipe()
     mid = os.fork()
-    if mid == 0:  # pragma: no cover - the intermediate
+    if mid == 0:  # pragma: no cover - the single-threaded copy
         os.close(r)
         try:
-            prepare()
-            pid = _raw_clone(_CLONE_PARENT)
-            if pid == 0:
+            if (pid := _fork.fork_into(joins, cwd, keep, last_cap, True)) == 0:
                 os.close(w)
-                return 0, 0
+                return 0
             os.write(w, str(pid).encode())
         except BaseException as e:
-            os.write(w, f"{type(e).__name__}:{getattr(e, 'errno', 0) or 0}:{e}".encode()[:4000])
+            os.write(w, f"{getattr(e, 'errno', 0) or 0}:{e}".encode()[:4000])
         os._exit(0)
     os.close(w)
     try:
-        answer = os.read(r, 4096).decode(errors="replace")  # not to EOF: that is its exit
+        answer = os.read(r, 4096).decode(errors="replace")  # not to EOF: the child holds it
     finally:
         os.close(r)
+        os.waitpid(mid, 0)
     if answer.isdigit():
-        return int(answer), mid
-    os.waitpid(mid, 0)
-    kind, _, rest = answer.partition(":")
-    err, _, message = rest.partition(":")
-    raise OSError(int(err or 0), f"clone: {kind}: {message}" if answer else "clone: no answer")
+        return int(answer)
+    err, _, message = answer.partition(":")
+    raise OSError(int(err or 0), message or "fork: no answer")
 
 
 def setns(fd: int, nstype: int) -> None:

@@ -22,11 +22,10 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.machinery import EXTENSION_SUFFIXES
 from typing import Any
 
 from . import kernel, protocol, resolver
-from .errors import HelperError, TunError, Unavailable, UserNamespaceError, VdensError
+from .errors import HelperError, TunError, UserNamespaceError, VdensError
 
 Spec = dict[str, Any]  # ifnames, mnt, resolver, resolvconf
 
@@ -40,27 +39,13 @@ mod.serve(int(sys.argv[2]))
 """
 
 
-BUILD_FIX = "sudo apt install gcc python3-dev"
-
-
-def _extension() -> str | None:
-    """The built _zygote extension: beside this file, where pip (even -e) puts it, and
-    never another tree's."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    for suffix in EXTENSION_SUFFIXES:
-        if os.path.exists(path := os.path.join(here, "_zygote" + suffix)):
-            return path
-    return None
-
-
 class Zygote:
     """The helper's zygote process, and the requests that make it clone."""
 
     def __init__(self) -> None:
-        path = _extension()
+        path = kernel.extension("_zygote")
         if path is None:
-            raise Unavailable("pytest_vdens._zygote (C) is not built: reinstall pytest-vdens "
-                              f"with a C compiler and the Python headers ({BUILD_FIX})")
+            raise kernel.unbuilt("_zygote")
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with theirs:
             self.proc = subprocess.Popen(

@@ -147,18 +147,26 @@ class Namespace:
         if self.closed:
             raise NamespaceClosed(f"{self!r} is closed; make a new Namespace")
 
+    def _joins(self) -> tuple[list[tuple[int, int]], str | None]:
+        """The namespaces to join, in order, with their CLONE_NEW* type; the cwd to keep."""
+        # already inside (a marked test): re-entering a user namespace is EINVAL
+        joins = [(self._fds[name], _NSTYPES[name]) for name in _JOIN_ORDER
+                 if name in self._fds and not self._inside(name)]
+        cwd = None
+        if any(nstype == kernel.CLONE_NEWNS for _, nstype in joins):
+            try:  # setns(CLONE_NEWNS) moves us to the root
+                cwd = os.getcwd()
+            except OSError:
+                pass
+        return joins, cwd
+
     def _join(self, caps: tuple[str, ...]) -> None:
         """Join the namespaces (the PID one for our children) and keep only `caps`."""
-        try:
-            cwd: str | None = os.getcwd()
-        except OSError:
-            cwd = None
-        for name in _JOIN_ORDER:
-            # already inside (a marked test): re-entering a user namespace is EINVAL
-            if name in self._fds and not self._inside(name):
-                kernel.setns(self._fds[name], _NSTYPES[name])
-        if cwd is not None and "mnt" in self._fds:
-            os.chdir(cwd)  # setns(CLONE_NEWNS) moved us to the root
+        joins, cwd = self._joins()
+        for fd, nstype in joins:
+            kernel.setns(fd, nstype)
+        if cwd is not None:
+            os.chdir(cwd)
         capabilities.confine(caps)
 
     def _inside(self, name: str = "net") -> bool:
@@ -186,19 +194,14 @@ class Namespace:
     def fork(self) -> int:
         """os.fork() into the namespace: 0 in the child, which runs inside.
 
-        The parent gets the pid of a relay process that forwards signals to the
-        child and exits as it does, so os.kill/os.waitpid on it work as usual.
-        Its descendants are all inside and die when the namespace closes.
+        The child is our own, for os.kill/os.waitpid, and dies with us. Its
+        descendants are all inside and die when the namespace closes. A
+        refusal to enter (the namespace's owner gone, say) is an OSError here.
         """
         self._check_open()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                self._enter()
-            except BaseException:  # pragma: no cover - kernel refused
-                traceback.print_exc()
-                os._exit(70)
-        return pid
+        joins, cwd = self._joins()
+        return kernel.fork_into(joins, cwd, [capabilities.number(c) for c in self.caps],
+                                capabilities.LAST_CAP)
 
     def _preexec(self, kw: dict[str, Any]) -> dict[str, Any]:
         """Popen keywords that start the program inside, with the caps asked for."""

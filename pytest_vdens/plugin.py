@@ -208,6 +208,7 @@ class State:
             raise
 
     def close(self) -> None:
+        inside.reap(block=True)  # else closing their namespaces would wait for us
         for ns in self.session_spaces.values():
             label, mode = self.meta.get(ns, ("", "no"))
             where = self.session_kept.get(ns)

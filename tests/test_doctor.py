@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 ROOT_USER = os.geteuid() == 0
 NAMES = ["user namespaces", "/dev/net/tun", "libvdeplug", "switch:// plugin", "vde:// plugin",
-         "vxvde:// plugin", "ptp:// plugin", "slirp:// plugin", "python-prctl", "namespace zygote",
+         "vxvde:// plugin", "ptp:// plugin", "slirp:// plugin", "python-prctl", "C extensions",
          "vde_plug"]
 # After the report, the header's line: both from the same simulated machine.
 CHECK = (f"{PY} -m pytest_vdens --doctor; rc=$?; "
@@ -220,14 +220,14 @@ def test_prctl_not_installed(tmp_path: Path) -> None:
                    f"&& {PY} -m pip install python-prctl", rc=1)
 
 
-def test_an_unbuilt_zygote_is_named_with_its_fix(tmp_path: Path) -> None:
+def test_unbuilt_c_extensions_are_named_with_their_fix(tmp_path: Path) -> None:
     # the package as a source tree where nobody built the C part
     shutil.copytree(ROOT / "pytest_vdens", tmp_path / "pytest_vdens",
                     ignore=shutil.ignore_patterns("*.so", "__pycache__"))
     env = environ()
     env["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{env['PYTHONPATH']}"
     out = run([PY, "-m", "pytest_vdens", "--doctor"], env)
-    assert_problem(out, "namespace zygote", "pytest_vdens._zygote is not built",
+    assert_problem(out, "C extensions", "not built: pytest_vdens._zygote, pytest_vdens._fork",
                    f"sudo apt install gcc python3-dev && {PY} -m pip install --force-reinstall "
                    "--no-deps pytest-vdens", rc=1)
     made = run([PY, "-c", "from pytest_vdens import Namespace; Namespace()"], env)

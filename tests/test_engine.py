@@ -205,6 +205,35 @@ def test_vde_plug_is_a_real_peer_of_a_vde_plug_switch(tmp_path: os.PathLike[str]
         proc.wait()
 
 
+NET_CAPS = (1 << 10) | (1 << 11) | (1 << 12) | (1 << 13)  # NET_BIND_SERVICE, _BROADCAST, _ADMIN, _RAW
+
+
+@pytest.mark.parametrize("threads", [False, True], ids=["single-threaded", "with-a-thread"])
+def test_fork_gives_our_own_child_inside_with_the_network_capabilities(threads: bool) -> None:
+    # pytest may have threads (xdist's): the child is forked inside either way
+    stop = threading.Event()
+    waiter = threading.Thread(target=stop.wait)
+    if threads:
+        waiter.start()
+    try:
+        with Namespace() as ns:
+            pid = ns.fork()
+            if pid == 0:  # pragma: no cover - the child
+                try:
+                    status = open("/proc/self/status").read()
+                    eff = int(status.split("CapEff:")[1].split()[0], 16)
+                    os._exit(7 if socket.if_nameindex() == [(1, "lo"), (2, "vde0")]
+                             and eff == NET_CAPS else 3)
+                finally:
+                    os._exit(4)
+            assert os.readlink(f"/proc/{pid}/ns/net") == os.readlink(f"/proc/{ns.init_pid}/ns/net")
+            assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 7  # ours, no stand-in
+    finally:
+        stop.set()
+        if threads:
+            waiter.join()
+
+
 def test_threads_work_inside_and_signals_reach_the_program() -> None:
     with Namespace() as ns:
         def threaded() -> int:

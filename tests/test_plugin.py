@@ -267,6 +267,26 @@ def test_caps_and_session_scope_from_the_marker(pytester: pytest.Pytester) -> No
     assert len(lines) == 5 and len(shared) == 1 and len(fresh) == 2
 
 
+def test_a_socket_a_session_test_left_open_does_not_hold_its_port(pytester: pytest.Pytester) -> None:
+    # pytest goes on once a marked test's process says it is done, before it has exited
+    pytester.makepyfile("""
+        import socket
+        import pytest
+
+        kept = []
+
+        @pytest.mark.vdens(scope="session")
+        @pytest.mark.parametrize("n", range(6))
+        def test_listen(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 8080))
+            s.listen()
+            # never closed, and the process takes a while to unmap its memory at exit
+            kept.extend([s, b"x" * (256 << 20)])
+    """)
+    run(pytester).assert_outcomes(passed=6)
+
+
 @pytest.mark.parametrize("args, words", [
     ("bogus=1", ["bogus", "allowed: nets, iface"]),
     ("nets=3", ["nets=3", "not a list"]),
