@@ -38,8 +38,8 @@ class Switch:
     def close(self, wait: bool = True) -> None:
         """Unplug its hosts (they see no carrier) and remove its directory.
 
-        With wait=False it returns at once: the helper does it before it
-        serves this process's next request.
+        With wait=False it returns at once: the helper unplugs its hosts
+        before it serves this process's next request, and removes it soon after.
         """
         if not self.closed:
             self.closed = True
@@ -47,7 +47,7 @@ class Switch:
                 if wait:
                     self._helper.request("switch_close", id=self.id)
                 else:
-                    self._helper.post("switch_close", id=self.id)
+                    self._helper.post("switch_close", id=self.id, wait=False)
 
     def __enter__(self) -> Switch:
         return self

@@ -189,12 +189,14 @@ def test_closes_not_waited_for_are_done_before_the_next_request() -> None:
     spaces = [Namespace() for _ in range(100)]
     switches = [Switch() for _ in range(2000)]
     inits = [ns.init_pid for ns in spaces]
+    nets = [ns_inode(ns) for ns in spaces]
     for ns in spaces:
         ns.close(wait=False)
     for sw in switches:
         sw.close(wait=False)
     helper().request("settle")
     assert [pid for pid in inits if alive(pid)] == []
+    assert sum(taps_in(helper().pid, net) for net in nets) == 0  # closed off the helper's loop
     assert [sw.url for sw in switches if os.path.exists(sw.url[len("vde://"):])] == []
     with Namespace() as ns:
         assert ns.run(["true"]).returncode == 0
