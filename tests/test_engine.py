@@ -217,16 +217,23 @@ def test_fork_gives_our_own_child_inside_with_the_network_capabilities(threads: 
         waiter.start()
     try:
         with Namespace() as ns:
+            r, w = os.pipe()
             pid = ns.fork()
             if pid == 0:  # pragma: no cover - the child
                 try:
+                    os.close(w)
+                    os.read(r, 1)  # until the parent has looked at us
                     status = open("/proc/self/status").read()
                     eff = int(status.split("CapEff:")[1].split()[0], 16)
                     os._exit(7 if socket.if_nameindex() == [(1, "lo"), (2, "vde0")]
                              and eff == NET_CAPS else 3)
                 finally:
                     os._exit(4)
-            assert os.readlink(f"/proc/{pid}/ns/net") == os.readlink(f"/proc/{ns.init_pid}/ns/net")
+            os.close(r)
+            try:
+                assert os.readlink(f"/proc/{pid}/ns/net") == os.readlink(f"/proc/{ns.init_pid}/ns/net")
+            finally:
+                os.close(w)
             assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 7  # ours, no stand-in
     finally:
         stop.set()
