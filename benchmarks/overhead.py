@@ -19,7 +19,7 @@ from typing import Any
 
 from .common import Bench, Timed, VdePlugSwitch, log, median, need
 
-VARIANTS = ("plain", "fixture", "marked", "session", "anchor", "floor")
+VARIANTS = ("plain", "fixture", "marked", "session", "anchor", "floor", "forked")
 LABELS = {
     "plain": "plain suite (reference)",
     "fixture": "(a) vdens_ns fixture, 1 iface, embedded switch",
@@ -27,6 +27,7 @@ LABELS = {
     "session": "(c) @pytest.mark.vdens(scope=\"session\")",
     "anchor": "(d) anchor: subprocess `vdens vde://SW true`",
     "floor": "(e) floor: subprocess `unshare -rn true`",
+    "forked": "(f) floor for (b): a fork per test (as pytest-forked), no namespace",
 }
 
 HELPERS = '''\
@@ -105,6 +106,7 @@ BODIES = {
     "session": ('@pytest.mark.vdens(scope="session")\n', "", "_vb.inside(fresh=False)"),
     "anchor": ("", "", "_vb.anchor()"),
     "floor": ("", "", "_vb.floor()"),
+    "forked": ("", "", "_vb.plain()"),  # with FORKED as the suite's conftest
 }
 
 VERIFY_TESTS = '''\
@@ -138,8 +140,49 @@ def test_session_namespace(i):
 '''
 
 
-def write_suite(d: Path, tests: str) -> None:
+# (f): what running each test in a child of pytest costs alone, the way a marked test
+# runs (one fork, the reports pickled back through a pipe), without any namespace.
+# pytest-forked itself is not used: its 1.7 fails every test on pytest 9 (its
+# marshal cannot serialize pytest 9's reports).
+FORKED = '''\
+import os
+import pickle
+
+import pytest
+from _pytest.runner import runtestprotocol
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    hook, config = item.ihook, item.config
+    hook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            reports = runtestprotocol(item, nextitem=nextitem, log=False)
+            out = [config.hook.pytest_report_to_serializable(config=config, report=x) for x in reports]
+            with os.fdopen(w, "wb") as f:
+                f.write(pickle.dumps(out))
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    for x in pickle.loads(data):
+        report = config.hook.pytest_report_from_serializable(config=config, data=x)
+        hook.pytest_runtest_logreport(report=report)
+    hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True
+'''
+
+
+def write_suite(d: Path, tests: str, conftest: str = "") -> None:
     d.mkdir(parents=True, exist_ok=True)
+    if conftest:
+        (d / "conftest.py").write_text(conftest)
     (d / "pytest.ini").write_text("[pytest]\n")
     (d / "_vb.py").write_text(HELPERS.format(vdens=shutil.which("vdens"),
                                              unshare=shutil.which("unshare")))
@@ -151,7 +194,7 @@ def generate(d: Path, variant: str, n: int) -> None:
     parts = ["import pytest\nimport _vb\n"]
     for i in range(n):
         parts.append(f"\n{deco}def test_{i}({arg}):\n    {body}\n")
-    write_suite(d, "".join(parts))
+    write_suite(d, "".join(parts), FORKED if variant == "forked" else "")
 
 
 def run_pytest(bench: Bench, d: Path, n_expected: int, *args: str, env: dict[str, str] | None = None,

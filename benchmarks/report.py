@@ -162,7 +162,7 @@ def main_table(res: dict[str, Any]) -> list[list[str]]:
         anchor = a["anchor"][n]
         for key, tname in (("fixture", "1. added per test, vdens_ns fixture / vdens anchor"),
                            ("marked", "1. added per test, marked test / vdens anchor"),
-                           ("session", None), ("floor", None)):
+                           ("session", None), ("floor", None), ("forked", None)):
             t = tg.get(tname) if tname else None
             label = LABELS[key].split(":")[0] if key == "floor" else LABELS[key]
             rows.append([f"1. added per test (N={n}): {label}", _ms(a[key][n]),
@@ -253,7 +253,7 @@ def plot(res: dict[str, Any], path: Path) -> str | None:
         return "matplotlib is not installed (pip install -e '.[bench]')"
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
     for key, style in (("anchor", "s-"), ("marked", "o-"), ("fixture", "^-"),
-                       ("floor", "v--"), ("session", "d--")):
+                       ("floor", "v--"), ("forked", "x--"), ("session", "d--")):
         xs = [n for n in ov["ns"] if not math.isnan(ov["added_ms"][key][str(n)])]
         ys = [ov["added_ms"][key][str(n)] for n in xs]
         ax.plot(xs, ys, style, label=LABELS[key])
@@ -318,12 +318,14 @@ def markdown(res: dict[str, Any], meta: dict[str, Any], tg: list[Target],
           "network stack is its own and fresh (a per-netns sysctl still at its default, then "
           "changed); (c) the same marker with `scope=\"session\"`; (d) each test runs "
           "`vdens vde://SW true` with SW a `vde_plug switch:// null://` started for the run; "
-          "(e) each test runs `unshare -rn true`.\n")
+          "(e) each test runs `unshare -rn true`; (f) each test runs in a child forked from pytest, "
+          "its reports pickled back through a pipe, as (b) runs but without a namespace (a "
+          "minimal pytest-forked as the suite's conftest).\n")
         header = ["variant"] + [f"N={n}" for n in ov["ns"]] + [f"ratio to anchor (N={ov['ns'][-1]})",
                                                                f"spread at N={ov['ns'][-1]}"]
         rows = [header]
         last = str(ov["ns"][-1])
-        for key in ("fixture", "marked", "session", "anchor", "floor"):
+        for key in ("fixture", "marked", "session", "anchor", "floor", "forked"):
             rows.append([LABELS[key]] + [_ms(ov["added_ms"][key][str(n)]) for n in ov["ns"]]
                         + [_r(_ratio(ov["added_ms"][key][last], ov["added_ms"]["anchor"][last])),
                            _range(ov["per_run_ms"][key][last]) + " ms"])
