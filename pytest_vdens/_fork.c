@@ -78,8 +78,10 @@ static long clone_parent(int *tid_address) {
 }
 
 static int confine(const struct job *j) {
+    /* EPERM: already inside (no CAP_SETPCAP), where the set was dropped on the way in */
     for (int cap = 0; cap <= j->last_cap; cap++)
-        if (!(j->keep >> cap & 1) && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+        if (!(j->keep >> cap & 1) && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0
+                && errno != EINVAL && errno != EPERM)
             return -1;
     struct __user_cap_header_struct head = {_LINUX_CAPABILITY_VERSION_3, 0};
     struct __user_cap_data_struct data[2];
@@ -180,7 +182,7 @@ static PyObject *fork_into(PyObject *self, PyObject *args) {
     if (PyErr_Occurred())
         return NULL;
     j.cwd = cwd;
-    j.parent = getpid();
+    j.parent = here ? getppid() : getpid(); /* whose child the child is */
     if (prctl(PR_GET_TID_ADDRESS, &j.tid_address, 0, 0, 0) < 0)
         j.tid_address = NULL;
 

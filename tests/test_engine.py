@@ -241,6 +241,28 @@ def test_fork_gives_our_own_child_inside_with_the_network_capabilities(threads: 
             waiter.join()
 
 
+@pytest.mark.parametrize("threads", [False, True], ids=["single-threaded", "with-a-thread"])
+def test_fork_from_inside_gives_our_own_child(threads: bool) -> None:
+    # as a marked test does, already inside, with the namespace's capabilities only
+    def inside() -> int:
+        stop = threading.Event()
+        waiter = threading.Thread(target=stop.wait)
+        if threads:
+            waiter.start()
+        try:
+            pid = ns.fork()
+            if pid == 0:  # pragma: no cover - the child
+                os._exit(7)
+            return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        finally:
+            stop.set()
+            if threads:
+                waiter.join()
+
+    with Namespace() as ns:
+        assert ns.call(inside) == 7
+
+
 def test_threads_work_inside_and_signals_reach_the_program() -> None:
     with Namespace() as ns:
         def threaded() -> int:
