@@ -554,6 +554,8 @@ class Closer:
         self.jobs.put(job)
 
     def run(self) -> None:
+        # signals are the serving loop's: a parent's death (PDEATHSIG) must wake it at once
+        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         while (job := self.jobs.get()) is not None:
             try:
                 job()
