@@ -28,12 +28,16 @@ echo "== pytest as $(id -un) (uid $(id -u))"
 PYTEST_VDENS_RUN=$(cat /proc/sys/kernel/random/uuid)
 export PYTEST_VDENS_RUN
 taps=$(mktemp)
+copy=""
+# a killed run leaves no temporary file either
+trap 'rm -f "$taps"; [ -z "$copy" ] || rm -rf "$copy"' EXIT
+trap 'exit 143' TERM HUP
+trap 'exit 130' INT
 bash scripts/leakcheck.sh --record "$taps"
 rc=0
 run_pytest tests examples -p no:cacheprovider -ra "$@" || rc=$?
 echo "== leak check"
 bash scripts/leakcheck.sh "$taps" || { [ "$rc" != 0 ] || rc=1; }
-rm -f "$taps"
 [ "$rc" = 0 ] || exit "$rc"
 
 if [ "$(id -u)" = 0 ] && [ -z "${PYTEST_VDENS_ROOT_ONLY:-}" ]; then
@@ -41,7 +45,6 @@ if [ "$(id -u)" = 0 ] && [ -z "${PYTEST_VDENS_ROOT_ONLY:-}" ]; then
   id "$user" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$user"
   chmod 0666 /dev/net/tun
   copy=$(mktemp -d /tmp/vdens-unpriv.XXXXXX)
-  trap 'rm -rf "$copy"' EXIT
   tar --exclude=./.venv --exclude=./.git --exclude='*.egg-info' -cf - . | tar -C "$copy" -xf -
   chown -R "$user": "$copy"
   echo "== again as unprivileged user $user, in $copy"
