@@ -2,6 +2,11 @@
 
 from setuptools import Extension, setup
 
-FLAGS = ["-O2", "-Wall", "-Wextra"]
-setup(ext_modules=[Extension("pytest_vdens._zygote", ["pytest_vdens/_zygote.c"], extra_compile_args=FLAGS),
-                   Extension("pytest_vdens._fork", ["pytest_vdens/_fork.c"], extra_compile_args=FLAGS)])
+
+def c(name: str) -> Extension:
+    """One of the package's C extensions; both include _clone.h."""
+    return Extension(f"pytest_vdens.{name}", [f"pytest_vdens/{name}.c"],
+                     depends=["pytest_vdens/_clone.h"], extra_compile_args=["-O2", "-Wall", "-Wextra"])
+
+
+setup(ext_modules=[c("_zygote"), c("_fork")])

@@ -35,6 +35,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "_clone.h"
+
 #define MAX_JOINS 8
 #define STACK_SIZE (64 * 1024)
 
@@ -52,30 +54,6 @@ struct job {
 };
 
 static jmp_buf back;
-
-/* What clone3() takes, as of its first version (Linux 5.3). */
-struct clone_args_v0 {
-    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls;
-};
-
-static long clone_parent(int *tid_address) {
-    /* exit_signal 0: with CLONE_PARENT, the child has ours (SIGCHLD) */
-    struct clone_args_v0 args = {.flags = CLONE_PARENT};
-    if (tid_address) {
-        /* as glibc's fork(): the child's glibc then knows its own TID */
-        args.flags |= CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID;
-        args.child_tid = (uintptr_t)tid_address;
-    }
-    long pid = syscall(SYS_clone3, &args, sizeof args);
-    if (pid >= 0 || errno != ENOSYS)
-        return pid;
-    /* clone3 filtered out (some container runtimes' seccomp) */
-#ifdef __s390x__
-    return syscall(SYS_clone, 0, CLONE_PARENT | SIGCHLD);
-#else
-    return syscall(SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0);
-#endif
-}
 
 static int confine(const struct job *j) {
     /* EPERM: already inside (no CAP_SETPCAP), where the set was dropped on the way in */
@@ -119,7 +97,7 @@ static int intermediate(void *arg) {
         j->err = errno;
         return 0;
     }
-    long pid = clone_parent(j->tid_address);
+    long pid = clone_parent(0, j->tid_address); /* the TID as glibc's fork() sets it */
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
         pid_t pp = getppid(); /* 0: our parent is outside our PID namespace */

@@ -40,6 +40,8 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "_clone.h"
+
 #define MAX_IFACES 245 /* protocol.MAX_FDS - 8 */
 #define REQ_MAX 65536
 
@@ -337,7 +339,7 @@ static PyObject *serve(PyObject *self, PyObject *args) {
             continue;
         }
         /* CLONE_PARENT: the helper's child, which it waits for with a pidfd */
-        long pid = syscall(SYS_clone, s.flags | CLONE_PARENT | SIGCHLD, 0, 0, 0, 0);
+        long pid = clone_parent(s.flags, NULL);
         if (pid == 0)
             child(&s, got[0], got[1], fd);
         close(got[0]);

@@ -83,10 +83,10 @@ def fork_into(joins: list[tuple[int, int]], cwd: str | None, keep: list[int], la
 
     The child is ours, in every namespace joined (a PID one included), back in
     `cwd` if given, and holds only the capabilities `keep` (numbers up to
-    `last_cap`); it dies with us. The
-    joining happens in C between the calls (_fork.c), so a refusal is raised
-    here, as OSError. With threads, a plain fork first makes a single-threaded
-    copy to do it from, which costs a second copy of this process.
+    `last_cap`); it dies with us. The joining happens in C before the copy
+    (_fork.c), so a refusal is raised here, as OSError. With threads, a plain
+    fork first makes a single-threaded copy to do it from, which costs a second
+    copy of this process.
     """
     try:
         from . import _fork  # C, built by setup.py
