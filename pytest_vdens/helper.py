@@ -83,6 +83,17 @@ class Helper:
         self.closer = Closer()
         self.alarm, self.alarmed = -1, False
         self.watch(ctl.fileno(), self.on_request)
+        # a signal only stops the loop between two handlers: raised anywhere, it could
+        # lose the zygote's answer to a clone, and shutdown would wait for it forever
+        self.woken, woke = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        signal.set_wakeup_fd(woke, warn_on_full_buffer=False)
+        self.watch(self.woken, self.on_signal)
+
+    def on_signal(self, events: int) -> None:
+        try:
+            os.read(self.woken, 4096)
+        except BlockingIOError:
+            pass
 
     def watch(self, fd: int, handler: Callable[[int], None]) -> None:
         self.ep.register(fd, select.EPOLLIN)
@@ -524,18 +535,19 @@ class Helper:
         return sw.url
 
     def shutdown(self) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finish cleaning up, whatever comes
-        self.end(list(self.namespaces.values()), wait=True)
-        self.namespaces.clear()
-        for made in list(self.dying.values()):
-            self.unwatch(made.init_pidfd)
-            made.reap()
-        self.pool.shutdown()
-        self.close_spare()
-        for sw in self.switches.values():
-            self.close_switch(sw)
-        self.closer.stop()
-        shutil.rmtree(self.tmpdir, ignore_errors=True)
+        try:
+            self.end(list(self.namespaces.values()), wait=True)
+            self.namespaces.clear()
+            for made in list(self.dying.values()):
+                self.unwatch(made.init_pidfd)
+                made.reap()
+            self.pool.shutdown()
+            self.close_spare()
+            for sw in self.switches.values():
+                self.close_switch(sw)
+            self.closer.stop()
+        finally:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
 class Closer:
@@ -619,9 +631,10 @@ def main(argv: list[str] | None = None) -> None:
         prctl.set_pdeathsig(signal.SIGTERM)
 
         def on_term(signum: int, frame: object) -> None:
-            if os.getppid() != parent:
-                sys.exit(0)
+            if os.getppid() != parent and helper is not None:
+                helper.running = False
 
+        helper: Helper | None = None
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         prctl.set_child_subreaper(True)

@@ -42,6 +42,8 @@ mod.serve(int(sys.argv[2]))
 class Zygote:
     """The helper's zygote process, and the requests that make it clone."""
 
+    ANSWER_TIMEOUT = 30.0  # a clone takes milliseconds, even on a loaded machine
+
     def __init__(self) -> None:
         path = kernel.extension("_zygote")
         if path is None:
@@ -52,6 +54,7 @@ class Zygote:
                 [sys.executable, "-I", "-S", "-c", _ZYGOTE, path, str(theirs.fileno())],
                 pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
         self.sock = mine
+        self.sock.settimeout(self.ANSWER_TIMEOUT)
         self.waiting: list[list[int]] = []  # tickets whose answer is unread
 
     def clone(self, spec: Spec, reply: int, keeper: int) -> list[int]:
@@ -79,6 +82,9 @@ class Zygote:
         while not ticket:  # answers come in the order of the requests
             try:
                 answer = int(self.sock.recv(64) or b"0")
+            except TimeoutError:
+                self.proc.kill()  # lost in step with us: the next clone starts another
+                raise HelperError(f"the namespace zygote did not answer in {self.ANSWER_TIMEOUT} s") from None
             except OSError:
                 answer = 0
             if answer == 0:

@@ -206,6 +206,41 @@ def test_killing_pytest_leaves_nothing_of_a_nested_helper(
     assert_all_gone(records(trace), taps)
 
 
+BURST = """
+import json, os
+from pytest_vdens import Namespace, Switch
+from pytest_vdens.client import helper
+
+with Switch() as sw:
+    held = Namespace(nets=[sw.url])
+    print(json.dumps({"helper": helper().pid, "tmpdir": helper().tmpdir, "switch": sw.url,
+                      "net": held.call(os.readlink, "/proc/self/ns/net")}), flush=True)
+    while True:
+        spaces = [Namespace(nets=[sw.url, None]) for _ in range(4)]
+        for ns in spaces:
+            ns.close()
+"""
+
+
+def test_a_program_killed_at_any_moment_of_a_burst_leaves_nothing(
+        pytester: pytest.Pytester, short_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the helper learns of its parent's death by a signal, whatever it is doing:
+    # answering, making namespaces ahead, closing them
+    script = pytester.makepyfile(burst=BURST)
+    taps = host_taps()
+    monkeypatch.setenv("TMPDIR", short_dir)
+    for delay in [0.02 * i for i in range(20)]:
+        proc = pytester.popen([sys.executable, str(script)], stdout=subprocess.PIPE)
+        try:
+            assert proc.stdout is not None
+            notes = [json.loads(proc.stdout.readline())]
+            time.sleep(delay)
+        finally:
+            proc.kill()
+            proc.wait()
+        assert_all_gone(notes, taps)
+
+
 XDIST_KILL_SUITE = """
     import os, signal, socket
     import pytest
