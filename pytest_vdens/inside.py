@@ -147,7 +147,7 @@ def _collect(pid: int, r: int, deadline: float | None) -> tuple[bytes, int | Non
     """
     pidfd = os.pidfd_open(pid)
     data = bytearray()
-    pos = 0  # where the first message not yet seen whole starts
+    seen = 0  # where the first frame not yet seen whole starts
     overran = False
     try:
         poller = select.poll()  # not select(): fds may be past 1024
@@ -165,10 +165,10 @@ def _collect(pid: int, r: int, deadline: float | None) -> tuple[bytes, int | Non
                 data += chunk
                 if not chunk:
                     poller.unregister(r)
-                while pos + 4 <= len(data) and pos + 4 + (size := _size(data, pos)) <= len(data):
+                for end, size in _frames(data, seen):
                     if size == 0:
                         return bytes(data), None, overran
-                    pos += 4 + size
+                    seen = end
             else:
                 os.set_blocking(r, False)
                 try:
@@ -325,19 +325,25 @@ def _reissue(payload: tuple[Any, ...]) -> None:
     warnings.warn_explicit(message, category, filename, lineno)
 
 
-def _size(data: bytes | bytearray, pos: int) -> int:
-    size: int = struct.unpack_from("!I", data, pos)[0]
-    return size
+def _frames(data: bytes | bytearray, pos: int = 0) -> Iterator[tuple[int, int]]:
+    """Each whole frame from `pos` on: where the next one starts, and its size.
+
+    A frame is a 4-byte size and that many bytes; size 0 is the child's last.
+    One cut short (a crash, or not all read yet) ends them.
+    """
+    while pos + 4 <= len(data):
+        size: int = struct.unpack_from("!I", data, pos)[0]
+        if pos + 4 + size > len(data):
+            return
+        pos += 4 + size
+        yield pos, size
 
 
 def _messages(data: bytes) -> Iterator[tuple[str, Any]]:
-    pos = 0
-    while pos + 4 <= len(data) and (size := _size(data, pos)):  # 0: the child's last
-        chunk = data[pos + 4:pos + 4 + size]
-        pos += 4 + size
-        if len(chunk) < size:  # cut short by a crash
+    for end, size in _frames(data):
+        if size == 0:
             return
         try:
-            yield pickle.loads(chunk)
+            yield pickle.loads(data[end - size:end])
         except Exception:
             return

@@ -84,7 +84,8 @@ class Zygote:
                 answer = int(self.sock.recv(64) or b"0")
             except TimeoutError:
                 self.proc.kill()  # lost in step with us: the next clone starts another
-                raise HelperError(f"the namespace zygote did not answer in {self.ANSWER_TIMEOUT} s") from None
+                raise HelperError("the namespace zygote did not answer in "
+                                  f"{self.ANSWER_TIMEOUT} s") from None
             except OSError:
                 answer = 0
             if answer == 0:
